@@ -1,0 +1,1 @@
+"""Casebook: the case studies of *Machine Learning System Design Interview* as production pipelines."""

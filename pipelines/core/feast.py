@@ -1,0 +1,68 @@
+"""Feast plumbing shared by every case: one store, partial applies per case, PIT reads, online reads.
+
+The config is built in code from ``Paths`` (same shape as ``feature_repo/feature_store.yaml``) so
+``CASEBOOK_HOME`` relocates registry, online store and feature tables together.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from pipelines.core.settings import PROJECT_ROOT, Paths
+
+FEATURE_REPO = PROJECT_ROOT / "feature_repo"
+SHARED_MODULE = "user_features"
+
+
+def store(paths: Paths | None = None) -> Any:
+    """A FeatureStore on the local SQLite registry and online store under ``paths.feast``."""
+    from feast import FeatureStore, RepoConfig
+    from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+
+    paths = paths or Paths.from_env()
+    paths.feast.mkdir(parents=True, exist_ok=True)
+    config = RepoConfig(
+        project="casebook",
+        provider="local",
+        registry=str(paths.feast / "registry.db"),
+        online_store=SqliteOnlineStoreConfig(path=str(paths.feast / "online.db")),
+        offline_store={"type": "duckdb"},
+        entity_key_serialization_version=3,
+        repo_path=FEATURE_REPO,
+    )
+    return FeatureStore(config=config)
+
+
+def definitions(case: str) -> list[Any]:
+    """The Feast objects of the shared module and ``feature_repo/<case>_features.py``."""
+    from feast import Entity, FeatureService, FeatureView
+
+    if str(FEATURE_REPO) not in sys.path:
+        sys.path.insert(0, str(FEATURE_REPO))
+    objects: dict[int, Any] = {}  # by identity: a case module re-exports the shared objects it imports
+    for name in (SHARED_MODULE, f"{case}_features"):
+        module = importlib.reload(importlib.import_module(name))  # reload: CASEBOOK_HOME may have changed
+        objects |= {id(o): o for o in vars(module).values() if isinstance(o, Entity | FeatureView | FeatureService)}
+    return list(objects.values())
+
+
+def apply(case: str, fs: Any) -> list[str]:
+    """``feast apply`` for one case, partial: other cases' views stay registered."""
+    objects = definitions(case)
+    fs.apply(objects)
+    return sorted(o.name for o in objects)
+
+
+def materialize(fs: Any, views: list[str], end: datetime) -> None:
+    """Load the latest value per entity up to ``end`` into the online store."""
+    fs.materialize(start_date=datetime(2000, 1, 1), end_date=end, feature_views=views)
+
+
+def historical(fs: Any, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:
+    """Point-in-time-correct features for each entity row as of its ``event_timestamp``."""
+    return fs.get_historical_features(entity_df=entity_df, features=fs.get_feature_service(service)).to_df()

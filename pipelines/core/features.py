@@ -1,0 +1,39 @@
+"""Feature transforms shared by every case; the same code builds training and serving inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def user_profile_table(users: pd.DataFrame) -> pd.DataFrame:
+    """The shared user profile feature table, valid from each user's signup."""
+    out = users[["user_id", "age", "gender", "country", "language"]].copy()
+    out["event_timestamp"] = users["signup_ts"]
+    return out
+
+
+def smoothed_rate(hits: np.ndarray | pd.Series, trials: np.ndarray | pd.Series, prior: float,
+                  strength: float) -> np.ndarray:
+    """A Beta-prior smoothed rate, so a key seen twice does not get a CTR of 0 or 1."""
+    return (np.asarray(hits, float) + prior * strength) / (np.asarray(trials, float) + strength)
+
+
+def rate_snapshots(events: pd.DataFrame, keys: list[str], label: str, matured_at: pd.Series, prefix: str,
+                   prior: float, strength: float = 20.0) -> pd.DataFrame:
+    """Daily cumulative counts and smoothed rate of ``label`` per key, point-in-time correct.
+
+    An event counts from the first midnight after its label matured (``matured_at``), and the row's
+    ``event_timestamp`` is that midnight: a join as of time t only sees labels known before t.
+    """
+    snap = matured_at.dt.floor("D") + pd.Timedelta(days=1)
+    daily = (events.assign(event_timestamp=snap.to_numpy())
+             .groupby([*keys, "event_timestamp"], observed=True)[label].agg(["size", "sum"]).reset_index())
+    daily = daily.sort_values([*keys, "event_timestamp"])
+    grouped = daily.groupby(keys, observed=True)
+    n = grouped["size"].cumsum().to_numpy()
+    hits = grouped["sum"].cumsum().to_numpy()
+    out = daily[[*keys, "event_timestamp"]].copy()
+    out[f"{prefix}_impressions"] = n.astype(np.int64)
+    out[f"{prefix}_ctr"] = smoothed_rate(hits, n, prior, strength).astype(np.float32)
+    return out.reset_index(drop=True)
