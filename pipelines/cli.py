@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Annotated
 
 import typer
@@ -17,7 +17,7 @@ app = typer.Typer(help="Casebook: the ML system design case studies as runnable 
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
-class Scale(str, Enum):
+class Scale(StrEnum):
     tiny = "tiny"
     small = "small"
     large = "large"

@@ -86,7 +86,7 @@ def features(ctr_prior: float) -> dict[str, int]:
 # -- train ----------------------------------------------------------------------------------------------
 @step(CASE, "train", reads=lambda paths: [paths.features(CASE), paths.features("shared")])
 def train(params: dict[str, Any]) -> str:
-    """PIT training set from Feast, time split, baseline + DCN; the DCN goes to the registry as challenger."""
+    """PIT training set from Feast, time split, baseline + DeepFM; DeepFM goes to the registry as challenger."""
     from pipelines.ad_click import model as m
     from pipelines.core import feast, registry
     from pipelines.core.metrics import binary_report
@@ -102,7 +102,7 @@ def train(params: dict[str, Any]) -> str:
     tr, va, te = frame[day < valid_start], frame[(day >= valid_start) & (day < test_start)], frame[day >= test_start]
     prior = params["ctr_prior"]
     baseline = m.train_logistic(tr, va, prior, params["logistic"]["c"])
-    model = m.train_dcn(tr, va, prior, params["dcn"], params["seed"])
+    model = m.train_deepfm(tr, va, prior, params["deepfm"], params["seed"])
     preds = te[["impression_id", "event_timestamp", "clicked"]].assign(
         baseline=baseline.predict(te), model=model.predict(te))
     if "p_click" in te:

@@ -1,9 +1,9 @@
 """Ad click models: the same encoding feeds training and serving, so there is no skew.
 
 Baseline: logistic regression on hashed one-hot fields and their crosses (the book's starting point).
-Model: a DCN-v2 style network (explicit cross layers beside a deep tower) over field embeddings and
-the historical-CTR numbers. Both are Platt-calibrated on a held-out day so the service returns
-probabilities a bidder can use.
+Model: DeepFM (first-order weights, factorization-machine pairwise interactions and an MLP over shared
+field embeddings) over the same fields plus the historical-CTR numbers. Both are Platt-calibrated on a
+held-out day so the service returns probabilities a bidder can use.
 """
 
 from __future__ import annotations
@@ -29,25 +29,43 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+INT_FIELDS = {"advertiser_id", "campaign_id", "ad_id", "position", "hour", "age_bucket"}
+
+
+def _salt(name: str) -> np.uint64:
+    return np.uint64(pd.util.hash_array(np.array([name], dtype=object))[0])
+
+
+def _field_hash(values: pd.Series, name: str) -> np.ndarray:
+    """A stable 64-bit hash per value, independent of the column's dtype.
+
+    Online reads return int columns as floats when one entity is missing; normalising ids to int64
+    (and text to str) first keeps training and serving hashes identical.
+    """
+    if name in INT_FIELDS:
+        arr = pd.to_numeric(values, errors="coerce").fillna(-1).to_numpy(np.int64)
+    else:
+        arr = values.astype(object).where(values.notna(), "?").astype(str).to_numpy(object)
+    return pd.util.hash_array(arr) ^ _salt(name)
+
+
 def encode(frame: pd.DataFrame, prior: float) -> tuple[np.ndarray, np.ndarray]:
     """Hashed field ids (n, fields + crosses) and numeric features (n, 6) from a feature frame.
 
     Missing history (a cold-start user or ad) reads as zero impressions at the prior CTR.
     """
-    f = frame.copy()
-    f["age_bucket"] = (pd.to_numeric(f["age"], errors="coerce").fillna(-5) // 5).astype(int)
-    cols = []
-    for name in CATEGORICAL:
-        cols.append(name + "=" + f[name].astype(str).fillna("?"))
-    for a, b in CROSSES:
-        cols.append(a + "x" + b + "=" + f[a].astype(str) + "|" + f[b].astype(str))
-    ids = np.stack([pd.util.hash_array(c.to_numpy(dtype=object)) % BUCKETS for c in cols], axis=1)
+    age = pd.to_numeric(frame["age"], errors="coerce")
+    cols = {"age_bucket": age // 5} | {c: frame[c] for c in CATEGORICAL if c != "age_bucket"}
+    hashes = {name: _field_hash(values, name) for name, values in cols.items()}
+    ids = [hashes[name] for name in CATEGORICAL]
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps by design
+        ids += [(hashes[a] * np.uint64(1_000_003) + hashes[b]) ^ _salt(f"{a}x{b}") for a, b in CROSSES]
     num = []
     for prefix in ("ad", "user", "user_ad"):
-        n = pd.to_numeric(f[f"{prefix}_impressions"], errors="coerce").fillna(0).to_numpy(float)
-        r = pd.to_numeric(f[f"{prefix}_ctr"], errors="coerce").fillna(prior).to_numpy(float)
+        n = pd.to_numeric(frame[f"{prefix}_impressions"], errors="coerce").fillna(0).to_numpy(float)
+        r = pd.to_numeric(frame[f"{prefix}_ctr"], errors="coerce").fillna(prior).to_numpy(float)
         num += [np.log1p(n) / 5, _logit(r) - _logit(np.array([prior]))[0]]  # both O(1)
-    return ids.astype(np.int64), np.stack(num, axis=1).astype(np.float32)
+    return (np.stack(ids, axis=1) % np.uint64(BUCKETS)).astype(np.int64), np.stack(num, axis=1).astype(np.float32)
 
 
 @dataclass
@@ -112,78 +130,79 @@ def train_logistic(train: pd.DataFrame, valid: pd.DataFrame, prior: float, c: fl
     return model
 
 
-def build_dcn(n_fields: int, n_numeric: int, dim: int, cross_layers: int, hidden: list[int]) -> Any:
-    """DCN-v2: ``x_{l+1} = x0 * (W x_l + b) + x_l`` cross layers beside an MLP, one logit out."""
+def build_deepfm(n_fields: int, n_numeric: int, dim: int, hidden: list[int], dropout: float) -> Any:
+    """DeepFM: first-order weights + FM pairwise interactions + an MLP over the same field embeddings."""
     import torch
     from torch import nn
 
-    class DCN(nn.Module):
+    class DeepFM(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.embedding = nn.Embedding(BUCKETS, dim, sparse=True)  # only touched rows get updates
-            nn.init.normal_(self.embedding.weight, std=0.01)
-            width = n_fields * dim + n_numeric
-            self.cross = nn.ModuleList(nn.Linear(width, width) for _ in range(cross_layers))
-            layers: list[nn.Module] = []
-            prev = width
-            for h in hidden:
-                layers += [nn.Linear(prev, h), nn.ReLU()]
-                prev = h
-            self.deep = nn.Sequential(*layers)
-            self.head = nn.Linear(width + prev, 1)
+            nn.init.normal_(self.embedding.weight, std=0.05)
             self.wide = nn.Embedding(BUCKETS, 1, sparse=True)  # first-order weight per field value
             nn.init.zeros_(self.wide.weight)
+            self.numeric = nn.Linear(n_numeric, 1)
+            layers: list[nn.Module] = []
+            prev = n_fields * dim + n_numeric
+            for h in hidden:
+                layers += [nn.Linear(prev, h), nn.ReLU(), nn.Dropout(dropout)]
+                prev = h
+            self.deep = nn.Sequential(*layers, nn.Linear(prev, 1))
 
         def forward(self, ids: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
-            x0 = torch.cat([self.embedding(ids).flatten(1), num], dim=1)
-            x = x0
-            for layer in self.cross:
-                x = x0 * layer(x) + x
-            wide = self.wide(ids).sum(dim=(1, 2))
-            return self.head(torch.cat([x, self.deep(x0)], dim=1)).squeeze(1) + wide
+            e = self.embedding(ids)  # (batch, fields, dim)
+            fm = 0.5 * (e.sum(1).pow(2) - e.pow(2).sum(1)).sum(1)  # all pairwise dot products in O(fields)
+            deep = self.deep(torch.cat([e.flatten(1), num], dim=1)).squeeze(1)
+            return self.wide(ids).sum(dim=(1, 2)) + self.numeric(num).squeeze(1) + fm + deep
 
-    return DCN()
+    return DeepFM()
 
 
-def train_dcn(train: pd.DataFrame, valid: pd.DataFrame, prior: float, params: dict[str, Any],
+def train_deepfm(train: pd.DataFrame, valid: pd.DataFrame, prior: float, params: dict[str, Any],
               seed: int) -> ClickModel:
-    """Train the DCN with Adam and early stopping on the validation day's log loss."""
+    """Train DeepFM with (sparse) Adam and early stopping on the validation day's log loss."""
     import torch
 
     torch.manual_seed(seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     ids, num = encode(train, prior)
     y = torch.from_numpy(train["clicked"].to_numpy(np.float32))
     vy = valid["clicked"].to_numpy()
-    net = build_dcn(ids.shape[1], num.shape[1], params["embedding_dim"], params["cross_layers"], params["hidden"])
+    net = build_deepfm(ids.shape[1], num.shape[1], params["embedding_dim"], params["hidden"], params["dropout"])
     sparse = [net.embedding.weight, net.wide.weight]
-    sparse_opt = torch.optim.SparseAdam(sparse, lr=params["lr"])
+    sparse_opt = torch.optim.SparseAdam(sparse, lr=params["lr_embedding"])
     dense_opt = torch.optim.Adam([p for p in net.parameters() if all(p is not q for q in sparse)],
                                  lr=params["lr"], weight_decay=params["weight_decay"])
     loss_fn = torch.nn.BCEWithLogitsLoss()
     tids, tnum = torch.from_numpy(ids), torch.from_numpy(num)
     gen = torch.Generator().manual_seed(seed)
-    best, best_state, patience = float("inf"), None, 0
-    model = ClickModel("dcn", prior, net)
-    for _ in range(params["epochs"]):
+    best, best_state, rises = float("inf"), None, 0
+    model = ClickModel("deepfm", prior, net)
+    batches = [b for _ in range(params["epochs"]) for b in torch.randperm(len(y), generator=gen).split(
+        params["batch_size"])]
+    check_every = max(1, len(batches) // (params["epochs"] * params["checks_per_epoch"]))
+    for step, batch in enumerate(batches, start=1):
         net.train()
-        for batch in torch.randperm(len(y), generator=gen).split(params["batch_size"]):
-            sparse_opt.zero_grad()
-            dense_opt.zero_grad()
-            emb = net.embedding(tids[batch])  # L2 on the rows this batch touched: SparseAdam has no decay
-            loss = loss_fn(net(tids[batch], tnum[batch]), y[batch]) + params["embedding_l2"] * emb.pow(2).sum() / len(batch)
-            loss.backward()
-            sparse_opt.step()
-            dense_opt.step()
+        sparse_opt.zero_grad()
+        dense_opt.zero_grad()
+        # L2 on the embedding rows this batch touched: SparseAdam has no weight decay of its own.
+        touched = net.embedding(tids[batch]).pow(2).sum() + net.wide(tids[batch]).pow(2).sum()
+        loss = loss_fn(net(tids[batch], tnum[batch]), y[batch]) + params["embedding_l2"] * touched / len(batch)
+        loss.backward()
+        sparse_opt.step()
+        dense_opt.step()
+        if step % check_every and step != len(batches):
+            continue
+        # CTR models overfit sparse ids within an epoch or two: check often, keep the best, stop on a rise.
         net.eval()
         p = np.clip(model.raw(valid), 1e-7, 1 - 1e-7)
         vloss = float(-np.mean(vy * np.log(p) + (1 - vy) * np.log(1 - p)))
-        if vloss < best - 1e-5:
-            best, patience = vloss, 0
+        if vloss < best - 1e-6:
+            best, rises = vloss, 0
             best_state = {k: v.clone() for k, v in net.state_dict().items()}
         else:
-            patience += 1
-            if patience >= 2:
+            rises += 1
+            if rises >= params["patience"]:
                 break
     assert best_state is not None
     net.load_state_dict(best_state)

@@ -85,7 +85,8 @@ def build_suite(schema: TableSchema) -> Any:
             suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column=col.name, min_value=col.min,
                                                                     max_value=col.max))
         if col.values is not None:
-            suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=col.name, value_set=[str(v) for v in col.values]))
+            allowed = [str(v) for v in col.values]
+            suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=col.name, value_set=allowed))
     if len(schema.key) == 1:
         suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column=schema.key[0]))
     else:

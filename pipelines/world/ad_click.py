@@ -1,7 +1,10 @@
 """The ad-click world: advertisers, campaigns and ads shown to the shared population.
 
 The click probability of every impression is known:
-``logit p = b0 + ad_quality + 0.8 * interest[user, category] + propensity[user] + position + device + hour``
+``logit p = b0 + ad_quality + 0.8 * interest[user, category] + propensity[user]
++ position * screen(device) + device + daypart(category, hour)``: interests are shared by an age-gender
+segment (a three-way interaction), position bias is steeper on small screens, and each category has
+its hours (food at lunch, games at night). A linear model with hand-picked crosses misses part of this.
 with ``b0`` solved so the platform CTR is a few percent. The drift knob moves the next window: a new
 young cohort shows up, tastes shift, and fresh (cold-start) ads take a share of the traffic.
 """
@@ -33,6 +36,7 @@ assert len(CATEGORIES) == N_INTERESTS
 DEVICES = np.array(["mobile", "desktop", "tablet"])
 POSITION_EFFECT = np.array([0.0, -0.35, -0.6, -0.8, -0.95])  # positions 1..5: position bias
 DEVICE_EFFECT = np.array([0.1, -0.15, 0.0])
+SCREEN_SLOPE = np.array([1.6, 0.5, 1.0])  # how much position bias each device's screen adds
 TARGET_CTR = 0.03
 ATTRIBUTION_SECONDS = 600
 """A click counts only if it happens within this many seconds of the impression (the book's ``t``)."""
@@ -79,6 +83,11 @@ class AdClickWorld:
                 "popularity": zipf_weights(n, 1.05, rng),
             }
         )
+
+    @cached_property
+    def daypart(self) -> np.ndarray:
+        """Effect of each category in each four-hour block of the day."""
+        return np.random.default_rng([self.seed, 6]).normal(0.0, 0.5, (N_INTERESTS, 6))
 
     @cached_property
     def bias(self) -> float:
@@ -154,9 +163,9 @@ class AdClickWorld:
             + ads["quality"].to_numpy()[ad_idx]
             + 0.8 * interests[user_idx, category]
             + users["propensity"].to_numpy()[user_idx]
-            + POSITION_EFFECT[position]
+            + POSITION_EFFECT[position] * SCREEN_SLOPE[device]
             + DEVICE_EFFECT[device]
-            + 0.25 * np.sin((hour - 14) / 24 * 2 * np.pi)
+            + self.daypart[category, hour // 4]
         )
         out = pd.DataFrame(
             {

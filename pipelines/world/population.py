@@ -30,7 +30,7 @@ class Scale:
 
 
 SCALES: dict[str, Scale] = {
-    "tiny": Scale(n_users=1_500, n_items=150, events_per_day=4_000, days=10),
+    "tiny": Scale(n_users=2_000, n_items=150, events_per_day=10_000, days=10),
     "small": Scale(n_users=15_000, n_items=1_000, events_per_day=15_000, days=14),
     "large": Scale(n_users=150_000, n_items=8_000, events_per_day=150_000, days=14),
 }

@@ -1,0 +1,72 @@
+"""Wall time of each ad_click step and of the whole flow set at several scales.
+
+Each scale runs in a fresh temporary CASEBOOK_HOME against one Prefect server started once, so the
+numbers show how cost grows with rows, not process start-up. Usage:
+    python benchmarks/flow_steps.py --scales tiny,small [--deploy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe
+
+from pipelines.core.settings import PROJECT_ROOT, apply_privacy_defaults
+
+STEPS = ["ingest", "validate", "features", "train", "evaluate", "deploy", "monitor"]
+
+
+def run_scale(scale: str, deploy: bool) -> tuple[dict[str, float], float, int]:
+    """Time each step in turn in a fresh home; returns per-step seconds, total and impression rows."""
+    from pipelines.ad_click.flows import ad_click_flow
+    from pipelines.core.settings import Paths
+
+    home = Path(tempfile.mkdtemp(prefix=f"casebook-bench-{scale}-"))
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["ad_click"]["scale"] = scale
+    params["ad_click"]["monitor"]["retrain_on_alarm"] = False
+    (home / "params.yaml").write_text(yaml.safe_dump(params))
+    os.environ["CASEBOOK_HOME"] = str(home)
+    times: dict[str, float] = {}
+    for step in STEPS if deploy else [s for s in STEPS if s != "deploy"]:
+        t0 = time.perf_counter()
+        ad_click_flow(steps=[step])
+        times[step] = time.perf_counter() - t0
+    rows = sum(len(__import__("pandas").read_parquet(p)) for p in Paths.from_env().raw("ad_click").glob(
+        "impressions/*.parquet"))
+    return times, sum(times.values()), rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scales", default="tiny,small", help="comma-separated: tiny,small,large")
+    ap.add_argument("--deploy", action="store_true", help="include deploy (Bento build + service smoke test)")
+    args = ap.parse_args()
+    scales = [s.strip() for s in args.scales.split(",") if s.strip()]
+    bad = [s for s in scales if s not in ("tiny", "small", "large")]
+    if bad:
+        ap.error(f"unknown scale(s) {bad}; choose from tiny, small, large")
+    apply_privacy_defaults()
+    from prefect.testing.utilities import prefect_test_harness
+
+    print(f"machine: {describe()}")
+    with prefect_test_harness(server_startup_timeout=120):
+        results = {s: run_scale(s, args.deploy) for s in scales}
+    steps = list(next(iter(results.values()))[0])
+    print(f"\n{'step':<10}" + "".join(f"{s:>12}" for s in scales))
+    for step in steps:
+        print(f"{step:<10}" + "".join(f"{results[s][0][step]:>11.1f}s" for s in scales))
+    print(f"{'total':<10}" + "".join(f"{results[s][1]:>11.1f}s" for s in scales))
+    print(f"{'rows':<10}" + "".join(f"{results[s][2]:>12,}" for s in scales))
+
+
+if __name__ == "__main__":
+    main()

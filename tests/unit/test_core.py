@@ -1,0 +1,47 @@
+"""Settings, atomic I/O and the step manifest that lets a rerun resume."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.core.flow import fingerprint, outputs_intact, record_outputs
+from pipelines.core.io import atomic_path, write_parquet
+from pipelines.core.settings import ConfigError, Paths, load_params
+
+
+def test_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
+    target = write_parquet(pd.DataFrame({"a": [1]}), tmp_path / "t.parquet")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert pd.read_parquet(target)["a"].tolist() == [1]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def test_bad_params_name_the_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CASEBOOK_PARAMS", str(tmp_path / "p.yaml"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_params("ad_click")
+    (tmp_path / "p.yaml").write_text("ad_click: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params("ad_click")
+    (tmp_path / "p.yaml").write_text("other: {}\n")
+    with pytest.raises(ConfigError, match="no section 'ad_click'"):
+        load_params("ad_click")
+
+
+def test_manifest_detects_changed_or_missing_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CASEBOOK_HOME", str(tmp_path))
+    paths = Paths.from_env()
+    out = write_parquet(pd.DataFrame({"a": [1]}), tmp_path / "o.parquet")
+    assert not outputs_intact(paths, "c", "s")
+    record_outputs(paths, "c", "s", [out])
+    assert outputs_intact(paths, "c", "s")
+    before = fingerprint([out])
+    write_parquet(pd.DataFrame({"a": [1, 2]}), out)
+    assert fingerprint([out]) != before
+    assert not outputs_intact(paths, "c", "s")
+    record_outputs(paths, "c", "s", [out])
+    out.unlink()
+    assert not outputs_intact(paths, "c", "s")
