@@ -103,7 +103,7 @@ def train(params: dict[str, Any]) -> str:
     prior = params["ctr_prior"]
     baseline = m.train_logistic(tr, va, prior, params["logistic"]["c"])
     model = m.train_deepfm(tr, va, prior, params["deepfm"], params["seed"])
-    preds = te[["impression_id", "event_timestamp", "clicked"]].assign(
+    preds = te[["impression_id", "user_id", "ad_id", "event_timestamp", "clicked"]].assign(
         baseline=baseline.predict(te), model=model.predict(te))
     if "p_click" in te:
         preds["oracle"] = te["p_click"].to_numpy()
@@ -140,7 +140,8 @@ def evaluate() -> dict[str, Any]:
     names = [k for k in ("baseline", "model", "oracle") if k in preds]
     challenger = read_json(paths.work(CASE) / "challenger.json")
     out: dict[str, Any] = {k: binary_report(y, preds[k].to_numpy()) for k in names}
-    out["coverage"] = {"impressions": len(preds), "clicks": int(y.sum())}
+    out["coverage"] = {"impressions": len(preds), "clicks": int(y.sum()), "users": int(preds["user_id"].nunique()),
+                       "ads": int(preds["ad_id"].nunique())}
     out["model_tag"] = challenger["tag"]
     out["calibration"] = {k: calibration_table(y, preds[k].to_numpy()).to_dict("records") for k in names}
     if "oracle" in out:

@@ -1,0 +1,67 @@
+"""The casebook CLI: help, bad arguments and config get a clear error and exit code 2; report works."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+
+pytestmark = pytest.mark.e2e
+runner = CliRunner()
+
+
+def said(result: Any) -> str:
+    """The output with Rich's line wrapping undone."""
+    return " ".join(result.output.replace("│", " ").split())
+
+
+def test_help_lists_the_commands_in_a_fresh_process() -> None:
+    out = subprocess.run([sys.executable, "-m", "pipelines.cli", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for command in ("list", "run", "report", "monitor", "serve"):
+        assert command in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "nope"], "unknown case study 'nope'"),
+    (["report", "nope"], "unknown case study 'nope'"),
+    (["run", "ad_click", "--scale", "huge"], "huge"),
+    (["run", "ad_click", "--drift", "2"], "less than or equal to 1"),
+    (["run", "ad_click", "--step", "bake"], "bake"),
+    (["run", "ad_click", "--seed", "-1"], "greater than or equal to 0"),
+])
+def test_bad_arguments_exit_2_with_a_message(args: list[str], message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in said(result)
+
+
+def test_broken_params_file_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "params.yaml"
+    bad.write_text("ad_click: [unclosed\n")
+    monkeypatch.setenv("CASEBOOK_PARAMS", str(bad))
+    monkeypatch.setenv("CASEBOOK_HOME", str(tmp_path))
+    result = runner.invoke(app, ["run", "ad_click", "--step", "ingest"])
+    assert result.exit_code == 2
+    assert "not valid YAML" in said(result)
+    assert not (tmp_path / "data").exists()  # nothing was written
+
+
+def test_report_without_a_run_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CASEBOOK_HOME", str(tmp_path))
+    result = runner.invoke(app, ["report", "ad_click"])
+    assert result.exit_code == 2
+    assert "casebook run ad_click" in said(result)
+
+
+def test_report_prints_model_baseline_and_oracle(ad_click_run: dict[str, Any]) -> None:
+    result = runner.invoke(app, ["report", "ad_click"])
+    assert result.exit_code == 0, result.output
+    for word in ("baseline", "model", "oracle", "ne", "roc_auc"):
+        assert word in result.output
