@@ -184,7 +184,11 @@ class AdClick:
     """Loads the champion and opens the feature store once per worker, at start."""
 
     def __init__(self) -> None:
+        import torch
+
         apply_privacy_defaults()
+        # One request scores ~100 rows: intra-op threads only contend with the other workers for the cores.
+        torch.set_num_threads(1)
         self.ranker = Ranker.from_registry()
         self.ranker.rank(0, [0], hour=0)  # unknown pair: warms the model and SQLite before traffic
 
