@@ -98,7 +98,8 @@ def _print_report(case: str) -> None:
     metrics = json.loads(file.read_text())
     names = [k for k in ("baseline", "model", "oracle") if k in metrics]
     keys = [k for k, v in metrics[names[0]].items() if isinstance(v, int | float)]
-    table = Table(title=f"{case} — test window ({metrics.get('coverage')})")
+    covered = ", ".join(f"{v:,} {k}" for k, v in metrics.get("coverage", {}).items())
+    table = Table(title=f"{case} — test window: {covered}")
     table.add_column("metric")
     for n in names:
         table.add_column(n, justify="right")

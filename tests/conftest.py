@@ -14,9 +14,12 @@ from typing import Any
 import pytest
 import yaml
 
+import pipelines.ad_click.flows  # noqa: F401  (see below)
 from pipelines.core.settings import PROJECT_ROOT, apply_privacy_defaults
 
 apply_privacy_defaults()
+# Importing Prefect binds its log handlers to the streams of that moment. Doing it here, at collection,
+# binds them to the real stderr, not to a CliRunner capture that is closed once its test ends.
 
 
 @pytest.fixture(scope="session")
