@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import log_loss
 
 from pipelines.ad_click.features import SERVICE, VIEWS, ad_profile_table, ctr_tables
 from pipelines.ad_click.model import train_logistic
@@ -45,11 +46,6 @@ class Home:
     impressions: pd.DataFrame
 
 
-def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-
-
 @pytest.fixture(scope="session")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
     """A CASEBOOK_HOME with features, a materialized online store and a promoted champion."""
@@ -75,7 +71,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
         is_valid = frame["event_timestamp"] >= valid_from
         train, valid = frame[~is_valid], frame[is_valid]
         model = train_logistic(train, valid, prior=PRIOR, c=0.1)
-        loss = _log_loss(valid["clicked"].to_numpy(), model.predict(valid))
+        loss = log_loss(valid["clicked"].to_numpy(), model.predict(valid), labels=[0, 1])
         tag = registry.save("ad_click", model, metrics={"model": {"log_loss": loss}},
                             lineage={"world": "ad_click", "seed": 3, "scale": "tiny", "days": [0, 10]})
         promoted, why = registry.promote("ad_click", tag, metric="log_loss", lower_is_better=True)
