@@ -7,17 +7,18 @@ Every step reads its inputs from and writes its outputs to ``Paths`` so any step
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from pipelines.ad_click import features as feats
-from pipelines.ad_click.schema import TABLES
-from pipelines.ad_click.source import batch_id, simulate
-from pipelines.core.flow import STEPS, record_outputs, run_step, step
+from pipelines.ad_click.schema import ADS, IMPRESSIONS, TABLES, USERS
+from pipelines.ad_click.source import simulate
+from pipelines.core import steps as core
+from pipelines.core.flow import background_runner, record_outputs, run_step, step, submit_step
 from pipelines.core.io import read_json, write_json, write_parquet
-from pipelines.core.settings import Paths, load_params
+from pipelines.core.settings import Paths
+from pipelines.core.steps import window_batch_id
 from pipelines.world.population import EPOCH, SCALES
 
 CASE = "ad_click"
@@ -27,24 +28,12 @@ def _history(p: dict[str, Any]) -> tuple[int, int]:
     return 0, SCALES[p["scale"]].days
 
 
-def _validated(paths: Paths, table: str) -> pd.DataFrame:
-    """Every validated batch of a table, later batches winning on the table's key."""
-    files = sorted((paths.validated(CASE) / table).glob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no validated '{table}' data under {paths.validated(CASE)}: run the validate step")
-    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    key = next(s.key for s in TABLES if s.name == table)
-    return frame.drop_duplicates(list(key), keep="last").reset_index(drop=True)
-
-
 # -- ingest ---------------------------------------------------------------------------------------------
 @step(CASE, "ingest", reads=lambda paths: [], retries=2)
 def ingest(scale: str, seed: int, start_day: int, n_days: int, drift: float = 0.0) -> str:
     """Pull one window from the source into ``raw/``; the batch id names the window."""
-    paths, batch = Paths.from_env(), batch_id(start_day, n_days)
-    written = [write_parquet(df, paths.raw(CASE) / name / f"{batch}.parquet")
-               for name, df in simulate(scale, seed, start_day, n_days, drift).items()]
-    record_outputs(paths, CASE, "ingest", written)
+    batch = window_batch_id(start_day, n_days)
+    core.land(CASE, batch, simulate(scale, seed, start_day, n_days, drift))
     return batch
 
 
@@ -52,35 +41,32 @@ def ingest(scale: str, seed: int, start_day: int, n_days: int, drift: float = 0.
 @step(CASE, "validate", reads=lambda paths: [paths.raw(CASE)])
 def validate(batch: str) -> dict[str, str]:
     """Gate each table of the batch; the first failure quarantines it and stops the flow with a summary."""
-    from pipelines.core.validation import gate
-
-    paths = Paths.from_env()
-    out = {s.name: str(gate(paths.raw(CASE) / s.name / f"{batch}.parquet", s, paths.validated(CASE),
-                            paths.quarantine(CASE))) for s in TABLES}
-    record_outputs(paths, CASE, "validate", [Path(p) for p in out.values()])
-    return out
+    return core.validate_batch(CASE, batch, TABLES)
 
 
 # -- features -------------------------------------------------------------------------------------------
 @step(CASE, "features", reads=lambda paths: [paths.validated(CASE)])
-def features(ctr_prior: float) -> dict[str, int]:
-    """Feature tables from all validated data, ``feast apply``, then materialize to the online store."""
+def features(ctr_prior: float) -> dict[str, Any]:
+    """Feature tables from all validated data and ``feast apply``; returns how far the online store can go."""
     from pipelines.core import feast
-    from pipelines.core.features import user_profile_table
+    from pipelines.core.features import write_user_profile
 
     paths = Paths.from_env()
-    impressions = _validated(paths, "impressions")
-    tables = {"ad_profile": feats.ad_profile_table(_validated(paths, "ads")),
+    impressions = core.validated(CASE, IMPRESSIONS)
+    tables = {"ad_profile": feats.ad_profile_table(core.validated(CASE, ADS)),
               **feats.ctr_tables(impressions, ctr_prior)}
-    written = [write_parquet(user_profile_table(_validated(paths, "users")),
-                             paths.features("shared") / "user_profile.parquet")]
+    written = [write_user_profile(core.validated(CASE, USERS), paths)]
     written += [write_parquet(df, paths.features(CASE) / f"{name}.parquet") for name, df in tables.items()]
-    fs = feast.store(paths)
-    feast.apply(CASE, fs)
-    end = impressions["event_timestamp"].max().ceil("D") + timedelta(days=1)
-    feast.materialize(fs, feats.VIEWS, end.to_pydatetime())
+    feast.apply(CASE, feast.store(paths))
     record_outputs(paths, CASE, "features", written)
-    return {name: len(df) for name, df in tables.items()}
+    end = impressions["event_timestamp"].max().ceil("D") + timedelta(days=1)
+    return {"rows": {name: len(df) for name, df in tables.items()}, "online_until": end.isoformat()}
+
+
+@step(CASE, "materialize", reads=lambda paths: [paths.features(CASE), paths.features("shared")])
+def materialize(end: str) -> dict[str, Any]:
+    """Load the latest feature values into the online store for serving."""
+    return core.materialize(CASE, feats.VIEWS, end)
 
 
 # -- train ----------------------------------------------------------------------------------------------
@@ -92,7 +78,7 @@ def train(params: dict[str, Any]) -> str:
     from pipelines.core.metrics import binary_report
 
     paths = Paths.from_env()
-    impressions = _validated(paths, "impressions")
+    impressions = core.validated(CASE, IMPRESSIONS)
     fs = feast.store(paths)
     frame = feast.historical(fs, impressions, feats.SERVICE)
     day = (frame["event_timestamp"] - EPOCH).dt.days
@@ -169,32 +155,17 @@ def evaluate() -> dict[str, Any]:
 @step(CASE, "deploy", reads=lambda paths: [paths.work(CASE) / "challenger.json"])
 def deploy(smoke_test: bool, build: bool) -> dict[str, Any]:
     """Promote only a better challenger, build the Bento, and prove the service answers a real request."""
-    from pipelines.core import registry, serving
-
-    paths = Paths.from_env()
-    challenger = read_json(paths.work(CASE) / "challenger.json")
-    promoted, reason = registry.promote(CASE, challenger["tag"], metric="ne", lower_is_better=True)
-    result: dict[str, Any] = {"challenger": challenger["tag"], "promoted": promoted, "reason": reason,
-                              "champion": registry.champion(CASE)}
-    if build:
-        result["bento"] = serving.build_bento(CASE)
-    if smoke_test:
-        result["smoke_test"] = _smoke_test(paths)
-    write_json(result, paths.work(CASE) / "deploy.json")
-    record_outputs(paths, CASE, "deploy", [paths.work(CASE) / "deploy.json"])
-    return result
+    return core.deploy(CASE, metric="ne", lower_is_better=True, build=build,
+                       smoke_test=_smoke_test if smoke_test else None)
 
 
-def _smoke_test(paths: Paths) -> dict[str, Any]:
-    """Start the service, rank real candidates for a real user, stop it."""
+def _smoke_test(url: str) -> dict[str, Any]:
+    """Rank real candidates for a real user."""
     import httpx
 
-    from pipelines.core import serving
-
-    users = _validated(paths, "users")["user_id"].head(1).tolist()
-    ads = _validated(paths, "ads")["ad_id"].head(20).tolist()
-    with serving.running_service(CASE) as url:
-        r = httpx.post(f"{url}/rank", json={"user_id": users[0], "candidate_ad_ids": ads, "k": 5}, timeout=30)
+    users = core.validated(CASE, USERS)["user_id"].head(1).tolist()
+    ads = core.validated(CASE, ADS)["ad_id"].head(20).tolist()
+    r = httpx.post(f"{url}/rank", json={"user_id": users[0], "candidate_ad_ids": ads, "k": 5}, timeout=30)
     r.raise_for_status()
     return {"status": r.status_code, "top": r.json()["ads"][:3]}
 
@@ -219,45 +190,39 @@ def monitor(scale: str, seed: int, start_day: int, n_days: int, drift: float, th
                           prediction="prediction", target="clicked",
                           thresholds=DriftThresholds.from_params(thresholds),
                           workspace=paths.evidently_workspace, html_dir=paths.monitoring(CASE),
-                          tags=[f"window:{batch_id(start_day, n_days)}", f"drift:{drift}", f"model:{tag}"])
-    out = {"window": batch_id(start_day, n_days), "drift": drift, "model_tag": tag, **result.to_dict()}
+                          tags=[f"window:{window_batch_id(start_day, n_days)}", f"drift:{drift}", f"model:{tag}"])
+    out = {"window": window_batch_id(start_day, n_days), "drift": drift, "model_tag": tag, **result.to_dict()}
     write_json(out, paths.monitoring(CASE) / "latest.json")
     return out
 
 
 # -- the flow -------------------------------------------------------------------------------------------
-def _params(scale: str | None, seed: int | None) -> dict[str, Any]:
-    p = dict(load_params(CASE))
-    if scale is not None:
-        p["scale"] = scale
-    if seed is not None:
-        p["seed"] = seed
-    if p["scale"] not in SCALES:
-        raise ValueError(f"scale must be one of {sorted(SCALES)}, got {p['scale']!r}")
-    return p
-
-
 def ad_click_flow(steps: list[str] | None = None, scale: str | None = None, seed: int | None = None,
                   drift: float | None = None) -> dict[str, Any]:
     """Run the chosen steps (all by default) in order; returns each step's result."""
     from prefect import flow
 
-    @flow(name=CASE, log_prints=True, validate_parameters=False)
+    @flow(name=CASE, log_prints=True, validate_parameters=False, task_runner=background_runner())
     def run(steps: list[str], p: dict[str, Any], drift: float) -> dict[str, Any]:
         start, days = _history(p)
         out: dict[str, Any] = {}
-        batch = batch_id(start, days)
+        batch = window_batch_id(start, days)
         if "ingest" in steps:
             out["ingest"] = batch = run_step(ingest, CASE, "ingest", scale=p["scale"], seed=p["seed"],
                                              start_day=start, n_days=days)
         if "validate" in steps:
             out["validate"] = run_step(validate, CASE, "validate", batch=batch)
+        online = None
         if "features" in steps:
             out["features"] = run_step(features, CASE, "features", ctr_prior=p["ctr_prior"])
+            # Only serving reads the online store: fill it in the background while the model trains.
+            online = submit_step(materialize, CASE, "materialize", end=out["features"]["online_until"])
         if "train" in steps:
             out["train"] = run_step(train, CASE, "train", params=p)
         if "evaluate" in steps:
             out["evaluate"] = run_step(evaluate, CASE, "evaluate")
+        if online is not None:
+            out["materialize"] = online.result()
         if "deploy" in steps:
             out["deploy"] = run_step(deploy, CASE, "deploy", **p["deploy"])
         if "monitor" in steps:
@@ -271,12 +236,8 @@ def ad_click_flow(steps: list[str] | None = None, scale: str | None = None, seed
                 out["retrain"] = _retrain(p, start + days, mon["days"], drift)
         return out
 
-    p = _params(scale, seed)
-    chosen = list(steps or STEPS)
-    bad = [s for s in chosen if s not in STEPS]
-    if bad:
-        raise ValueError(f"unknown step(s) {bad}; choose from {list(STEPS)}")
-    return run(chosen, p, p["monitor"]["drift"] if drift is None else drift)
+    p = core.case_params(CASE, scale, seed)
+    return run(core.chosen_steps(steps), p, p["monitor"]["drift"] if drift is None else drift)
 
 
 def _retrain(p: dict[str, Any], start_day: int, n_days: int, drift: float) -> dict[str, Any]:
@@ -284,6 +245,8 @@ def _retrain(p: dict[str, Any], start_day: int, n_days: int, drift: float) -> di
     batch = run_step(ingest, CASE, "ingest", scale=p["scale"], seed=p["seed"], start_day=start_day,
                      n_days=n_days, drift=drift)
     run_step(validate, CASE, "validate", batch=batch)
-    run_step(features, CASE, "features", ctr_prior=p["ctr_prior"])
+    built = run_step(features, CASE, "features", ctr_prior=p["ctr_prior"])
+    online = submit_step(materialize, CASE, "materialize", end=built["online_until"])
     run_step(train, CASE, "train", params=p)
+    online.result()
     return {"evaluate": run_step(evaluate, CASE, "evaluate"), "deploy": run_step(deploy, CASE, "deploy", **p["deploy"])}

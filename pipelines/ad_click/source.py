@@ -8,11 +8,6 @@ from pipelines.world.ad_click import AdClickWorld
 from pipelines.world.population import SCALES
 
 
-def batch_id(start_day: int, n_days: int) -> str:
-    """A window's batch name, e.g. ``d000-d014``: sortable, and the same for a rerun of the same window."""
-    return f"d{start_day:03d}-d{start_day + n_days:03d}"
-
-
 def simulate(scale: str, seed: int, start_day: int, n_days: int, drift: float = 0.0) -> dict[str, pd.DataFrame]:
     """Tables of one window. Labels are complete: a window is pulled once its attribution window closed."""
     return AdClickWorld(seed=seed, scale=SCALES[scale]).window(start_day, n_days, drift)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+
+from pipelines.core.io import write_parquet
+from pipelines.core.settings import Paths
 
 
 def user_profile_table(users: pd.DataFrame) -> pd.DataFrame:
@@ -13,6 +18,20 @@ def user_profile_table(users: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def write_user_profile(users: pd.DataFrame, paths: Paths) -> Path:
+    """Merge a case's validated users into the one shared profile table (a newer row wins per user).
+
+    Every case with users writes here; merging keeps one case's run from dropping users another case
+    served, and the shared population makes the rows agree where cases overlap.
+    """
+    file = paths.features("shared") / "user_profile.parquet"
+    table = user_profile_table(users)
+    if file.exists():
+        table = pd.concat([pd.read_parquet(file), table], ignore_index=True)
+    table = table.drop_duplicates(["user_id", "event_timestamp"], keep="last").sort_values("user_id", ignore_index=True)
+    return write_parquet(table, file)
+
+
 def smoothed_rate(hits: np.ndarray | pd.Series, trials: np.ndarray | pd.Series, prior: float,
                   strength: float) -> np.ndarray:
     """A Beta-prior smoothed rate, so a key seen twice does not get a CTR of 0 or 1."""
@@ -20,11 +39,12 @@ def smoothed_rate(hits: np.ndarray | pd.Series, trials: np.ndarray | pd.Series, 
 
 
 def rate_snapshots(events: pd.DataFrame, keys: list[str], label: str, matured_at: pd.Series, prefix: str,
-                   prior: float, strength: float = 20.0) -> pd.DataFrame:
+                   prior: float, strength: float = 20.0, rate: str = "ctr") -> pd.DataFrame:
     """Daily cumulative counts and smoothed rate of ``label`` per key, point-in-time correct.
 
     An event counts from the first midnight after its label matured (``matured_at``), and the row's
     ``event_timestamp`` is that midnight: a join as of time t only sees labels known before t.
+    The rate column is ``<prefix>_<rate>`` (a click-through rate, a positive-engagement rate, ...).
     """
     snap = matured_at.dt.floor("D") + pd.Timedelta(days=1)
     daily = (events.assign(event_timestamp=snap.to_numpy())
@@ -35,5 +55,5 @@ def rate_snapshots(events: pd.DataFrame, keys: list[str], label: str, matured_at
     hits = grouped["sum"].cumsum().to_numpy()
     out = daily[[*keys, "event_timestamp"]].copy()
     out[f"{prefix}_impressions"] = n.astype(np.int64)
-    out[f"{prefix}_ctr"] = smoothed_rate(hits, n, prior, strength).astype(np.float32)
+    out[f"{prefix}_{rate}"] = smoothed_rate(hits, n, prior, strength).astype(np.float32)
     return out.reset_index(drop=True)

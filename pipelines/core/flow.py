@@ -78,3 +78,20 @@ def run_step(task: Any, case: str, name: str, **params: Any) -> Any:
     """Call a step; a step whose outputs are missing or changed since it last finished runs again."""
     paths = Paths.from_env()
     return task.with_options(refresh_cache=not outputs_intact(paths, case, name))(**params)
+
+
+def submit_step(task: Any, case: str, name: str, **params: Any) -> Any:
+    """``run_step`` in the background (Prefect's thread pool); returns the future to wait on."""
+    paths = Paths.from_env()
+    return task.with_options(refresh_cache=not outputs_intact(paths, case, name)).submit(**params)
+
+
+def background_runner() -> Any:
+    """The task runner for ``submit_step``: one worker process.
+
+    A process, not a thread: Feast's DuckDB offline store shares one connection per process, so a
+    materialization reading it from a thread races the training step's point-in-time join.
+    """
+    from prefect.task_runners import ProcessPoolTaskRunner
+
+    return ProcessPoolTaskRunner(max_workers=1)

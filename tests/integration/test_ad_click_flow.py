@@ -101,32 +101,39 @@ def test_bad_batch_is_quarantined_and_good_data_untouched(ad_click_run: dict[str
 
 def test_rerun_after_crash_resumes_and_outputs_are_consistent(ad_click_run: dict[str, Any],
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.core import feast
+    from pipelines.core import feast, registry
 
     paths = Paths.from_env()
-    # Lose the features step's outputs, then crash it half-way (after feature tables, during materialize).
+    # Lose the features step's outputs so it runs again, then crash training half-way: after the test
+    # predictions were written, while saving the model (the model store went away).
     for f in paths.features(CASE).glob("*.parquet"):
         f.unlink()
-    real = feast.materialize
+    real = registry.save
 
-    def crash(*args: Any, **kwargs: Any) -> None:
-        raise ConnectionError("online store went away mid-materialize")
+    def crash(*args: Any, **kwargs: Any) -> str:
+        raise ConnectionError("model store went away mid-save")
 
-    monkeypatch.setattr(feast, "materialize", crash)
+    monkeypatch.setattr(registry, "save", crash)
     with pytest.raises(ConnectionError):
-        ad_click_flow(steps=["ingest", "validate", "features"])
+        ad_click_flow(steps=["ingest", "validate", "features", "train", "evaluate"])
     done = {p: p.stat().st_mtime_ns for p in [*paths.raw(CASE).rglob("*.parquet"),
-                                              *paths.validated(CASE).rglob("*.parquet")]}
-    monkeypatch.setattr(feast, "materialize", real)
-    out = ad_click_flow(steps=["ingest", "validate", "features"])
+                                              *paths.validated(CASE).rglob("*.parquet"),
+                                              *paths.features(CASE).glob("*.parquet")]}
+    monkeypatch.setattr(registry, "save", real)
+    out = ad_click_flow(steps=["ingest", "validate", "features", "train", "evaluate"])
     # The steps that finished before the crash were served from the cache, not redone.
     assert {p: p.stat().st_mtime_ns for p in done} == done
     tables = {p.stem: pd.read_parquet(p) for p in paths.features(CASE).glob("*.parquet")}
-    assert {k: len(v) for k, v in tables.items() if k in out["features"]} == out["features"]
+    assert {k: len(v) for k, v in tables.items() if k in out["features"]["rows"]} == out["features"]["rows"]
     assert not list(paths.data.rglob("*.tmp-*"))
-    fs = feast.store(paths)
+    # The rerun's outputs agree with each other: the metrics name the model that was saved, and
+    # the online store serves the features that were built.
+    challenger = json.loads((paths.work(CASE) / "challenger.json").read_text())
+    assert challenger["tag"] == out["train"] == out["evaluate"]["model_tag"]
+    assert registry.info(challenger["tag"])["metrics"]["model"]["ne"] == pytest.approx(out["evaluate"]["model"]["ne"])
     user = int(tables["user_ctr"]["user_id"].iloc[0])
-    online = fs.get_online_features(features=["user_ctr:user_impressions"], entity_rows=[{"user_id": user}])
+    online = feast.store(paths).get_online_features(features=["user_ctr:user_impressions"],
+                                                    entity_rows=[{"user_id": user}])
     assert online.to_dict()["user_impressions"][0] is not None
 
 

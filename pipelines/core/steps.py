@@ -1,0 +1,113 @@
+"""The bodies of the steps every case study shares: land a batch, gate it, read validated data, deploy.
+
+A case's ``flows.py`` keeps its seven named Prefect tasks (so the story reads in one file) and calls
+these for the mechanics that do not depend on the case: where a batch lands, how it is validated,
+how the validated history is read back, and how a challenger becomes the served champion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipelines.core.flow import STEPS, record_outputs
+from pipelines.core.io import read_json, write_json, write_parquet
+from pipelines.core.settings import Paths, load_params
+from pipelines.core.validation import TableSchema
+from pipelines.world.population import SCALES
+
+
+def window_batch_id(start_day: int, n_days: int) -> str:
+    """A window's batch name, e.g. ``d000-d014``: sortable, and the same for a rerun of the same window."""
+    return f"d{start_day:03d}-d{start_day + n_days:03d}"
+
+
+def land(case: str, batch: str, tables: dict[str, pd.DataFrame]) -> list[Path]:
+    """Write one batch of every table to ``raw/<table>/<batch>.parquet`` and record the ingest step."""
+    paths = Paths.from_env()
+    written = [write_parquet(df, paths.raw(case) / name / f"{batch}.parquet") for name, df in tables.items()]
+    record_outputs(paths, case, "ingest", written)
+    return written
+
+
+def validate_batch(case: str, batch: str, schemas: Iterable[TableSchema]) -> dict[str, str]:
+    """Gate each table of the batch; the first failure quarantines it and raises ``ValidationFailed``."""
+    from pipelines.core.validation import gate
+
+    paths = Paths.from_env()
+    out = {s.name: str(gate(paths.raw(case) / s.name / f"{batch}.parquet", s, paths.validated(case),
+                            paths.quarantine(case))) for s in schemas}
+    record_outputs(paths, case, "validate", [Path(p) for p in out.values()])
+    return out
+
+
+def validated(case: str, schema: TableSchema, paths: Paths | None = None) -> pd.DataFrame:
+    """Every validated batch of a table, later batches winning on the table's key."""
+    paths = paths or Paths.from_env()
+    files = sorted((paths.validated(case) / schema.name).glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no validated '{schema.name}' data under {paths.validated(case)}: "
+                                f"run `casebook run {case} --step ingest --step validate` first")
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return frame.drop_duplicates(list(schema.key), keep="last").reset_index(drop=True)
+
+
+def materialize(case: str, views: list[str], end: str) -> dict[str, Any]:
+    """Load each view's latest value per entity up to ``end`` (ISO time) into the online store."""
+    import time
+    from datetime import datetime
+
+    from pipelines.core import feast
+
+    paths = Paths.from_env()
+    t0 = time.perf_counter()
+    feast.materialize(feast.store(paths), views, datetime.fromisoformat(end))
+    record_outputs(paths, case, "materialize", [paths.feast / "online.db"])
+    return {"views": views, "until": end, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def deploy(case: str, *, metric: str, lower_is_better: bool, build: bool,
+           smoke_test: Callable[[str], dict[str, Any]] | None) -> dict[str, Any]:
+    """Promote only a better challenger, build the Bento, and prove the service answers a real request.
+
+    ``smoke_test`` gets the base URL of the freshly started service and returns what it saw.
+    """
+    from pipelines.core import registry, serving
+
+    paths = Paths.from_env()
+    challenger = read_json(paths.work(case) / "challenger.json")
+    promoted, reason = registry.promote(case, challenger["tag"], metric=metric, lower_is_better=lower_is_better)
+    result: dict[str, Any] = {"challenger": challenger["tag"], "promoted": promoted, "reason": reason,
+                              "champion": registry.champion(case)}
+    if build:
+        result["bento"] = serving.build_bento(case)
+    if smoke_test is not None:
+        with serving.running_service(case) as url:
+            result["smoke_test"] = smoke_test(url)
+    write_json(result, paths.work(case) / "deploy.json")
+    record_outputs(paths, case, "deploy", [paths.work(case) / "deploy.json"])
+    return result
+
+
+def case_params(case: str, scale: str | None, seed: int | None) -> dict[str, Any]:
+    """The case's section of params.yaml with the run's overrides, checked before any work starts."""
+    p = dict(load_params(case))
+    if scale is not None:
+        p["scale"] = scale
+    if seed is not None:
+        p["seed"] = seed
+    if p.get("scale") not in SCALES:
+        raise ValueError(f"scale must be one of {sorted(SCALES)}, got {p.get('scale')!r}")
+    return p
+
+
+def chosen_steps(steps: list[str] | None) -> list[str]:
+    """The steps to run, in the flow's order; unknown names are an error, not a silent skip."""
+    chosen = list(steps or STEPS)
+    bad = [s for s in chosen if s not in STEPS]
+    if bad:
+        raise ValueError(f"unknown step(s) {bad}; choose from {list(STEPS)}")
+    return chosen
