@@ -1,7 +1,7 @@
 # Casebook: thin wrappers over the CLI and the tools. Every target calls .venv/bin/... itself, so
 # nothing needs activating; `make setup` (a prerequisite of the others) builds .venv from the lock file.
 #
-#   make demo    the ad_click flow set end to end, then its report
+#   make demo    every case study's flow set end to end, each followed by its report
 #   make test    the test suite            make lint   ruff
 #   make repro   `dvc repro` on one shared Prefect server (scripts/prefect-server.sh)
 #   make serve   the ad_click BentoML service on 127.0.0.1:3000
@@ -46,8 +46,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $@
 
 demo: setup
-	$(BIN)/casebook run ad_click
-	$(BIN)/casebook report ad_click
+	$(BIN)/casebook run all
 
 test: setup
 	$(BIN)/python -m pytest -q

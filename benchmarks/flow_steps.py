@@ -1,9 +1,9 @@
-"""Wall time of each ad_click step and of the whole flow set at several scales.
+"""Wall time of each step of a case study's flow set, and of the whole flow set, at several scales.
 
 Each scale runs twice in fresh temporary CASEBOOK_HOMEs against one Prefect server started once, so the
 numbers show how cost grows with rows, not process start-up: once as the whole flow (as `casebook run`
 does it, where materialization overlaps training), once step by step. Usage:
-    python benchmarks/flow_steps.py --scales tiny,small [--deploy]
+    python benchmarks/flow_steps.py --case ad_click --scales tiny,small [--deploy]
 """
 
 from __future__ import annotations
@@ -25,39 +25,43 @@ from pipelines.core.settings import PROJECT_ROOT, apply_privacy_defaults
 STEPS = ["ingest", "validate", "features", "train", "evaluate", "deploy", "monitor"]
 
 
-def fresh_home(scale: str) -> None:
+def fresh_home(case: str, scale: str) -> None:
     """A new temporary CASEBOOK_HOME whose params.yaml selects ``scale``."""
-    home = Path(tempfile.mkdtemp(prefix=f"casebook-bench-{scale}-"))
+    home = Path(tempfile.mkdtemp(prefix=f"casebook-bench-{case}-{scale}-"))
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    params["ad_click"]["scale"] = scale
-    params["ad_click"]["monitor"]["retrain_on_alarm"] = False
+    params[case]["scale"] = scale
+    params[case]["monitor"]["retrain_on_alarm"] = False
     (home / "params.yaml").write_text(yaml.safe_dump(params))
     os.environ["CASEBOOK_HOME"] = str(home)
 
 
-def run_scale(scale: str, deploy: bool) -> tuple[dict[str, float], float, float, int]:
-    """Per-step seconds, their sum, the whole flow's seconds and the impression rows of one scale."""
-    from pipelines.ad_click.flows import ad_click_flow
+def run_scale(case: str, scale: str, deploy: bool) -> tuple[dict[str, float], float, float, int]:
+    """Per-step seconds, their sum, the whole flow's seconds and the rows of the largest raw table."""
+    import pandas as pd
+
+    from pipelines.core.cases import get
     from pipelines.core.settings import Paths
 
+    run = get(case).load_flow()
     steps = STEPS if deploy else [s for s in STEPS if s != "deploy"]
-    fresh_home(scale)
+    fresh_home(case, scale)
     t0 = time.perf_counter()
-    ad_click_flow(steps=steps)
+    run(steps=steps)
     whole = time.perf_counter() - t0
-    fresh_home(scale)
+    fresh_home(case, scale)
     times: dict[str, float] = {}
     for step in steps:
         t0 = time.perf_counter()
-        ad_click_flow(steps=[step])
+        run(steps=[step])
         times[step] = time.perf_counter() - t0
-    rows = sum(len(__import__("pandas").read_parquet(p)) for p in Paths.from_env().raw("ad_click").glob(
-        "impressions/*.parquet"))
+    raw = Paths.from_env().raw(case)
+    rows = max(sum(len(pd.read_parquet(f)) for f in table.glob("*.parquet")) for table in raw.iterdir())
     return times, sum(times.values()), whole, rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--case", default="ad_click", help="the case study (see `casebook list`)")
     ap.add_argument("--scales", default="tiny,small", help="comma-separated: tiny,small,large")
     ap.add_argument("--deploy", action="store_true", help="include deploy (Bento build + service smoke test)")
     args = ap.parse_args()
@@ -65,12 +69,16 @@ def main() -> None:
     bad = [s for s in scales if s not in ("tiny", "small", "large")]
     if bad:
         ap.error(f"unknown scale(s) {bad}; choose from tiny, small, large")
+    from pipelines.core.cases import CASES
+
+    if args.case not in CASES:
+        ap.error(f"unknown case {args.case!r}; choose from {', '.join(CASES)}")
     apply_privacy_defaults()
     from prefect.testing.utilities import prefect_test_harness
 
-    print(f"machine: {describe()}")
+    print(f"machine: {describe()}\ncase: {args.case}")
     with prefect_test_harness(server_startup_timeout=120):
-        results = {s: run_scale(s, args.deploy) for s in scales}
+        results = {s: run_scale(args.case, s, args.deploy) for s in scales}
     steps = list(next(iter(results.values()))[0])
     print(f"\n{'step':<10}" + "".join(f"{s:>12}" for s in scales))
     for step in steps:

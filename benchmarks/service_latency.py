@@ -1,9 +1,10 @@
 """Latency and throughput of the ad click service for 100-candidate requests, over HTTP and in-process.
 
 Both views, because their difference is the serving overhead: HTTP numbers are what a caller on the same
-host sees (BentoML, JSON, loopback), in-process numbers are the floor set by the Feast online read and
+host sees (BentoML, JSON, loopback), in-process numbers are the floor set by the Feast online reads and
 the model. Loopback only; the request count is bounded. The client shares the machine with the server,
-so at high concurrency on few cores the two compete for CPU (the table prints the core count).
+so the two compete for CPU: the load generator is a bare keep-alive HTTP/1.1 client with pre-encoded
+bodies, and the table prints its CPU per request, the core count and the load average.
 
     python benchmarks/service_latency.py                       # serves the CASEBOOK_HOME champion
     python benchmarks/service_latency.py --url http://127.0.0.1:3000 --concurrency 1,2,4
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import sys
@@ -28,6 +30,7 @@ import pandas as pd
 from pipelines.core.settings import PROJECT_ROOT, Paths, apply_privacy_defaults
 
 WARMUP = 20
+HOST = "127.0.0.1"
 
 
 def machine() -> str:
@@ -57,38 +60,84 @@ def workload(paths: Paths, n: int, candidates: int, seed: int = 0) -> list[dict[
 
 
 def summary(mode: str, concurrency: int, latencies: list[float], errors: int,
-            wall: float | None) -> dict[str, Any]:
+            wall: float | None, client_cpu_ms: float | None = None) -> dict[str, Any]:
     ms = np.asarray(latencies) * 1000
     return {"mode": mode, "concurrency": concurrency, "requests": len(latencies), "errors": errors,
             "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "req_per_s": len(latencies) / wall if wall else 1000 / float(np.mean(ms))}
+            "req_per_s": len(latencies) / wall if wall else 1000 / float(np.mean(ms)),
+            "client_cpu_ms": client_cpu_ms,
+            "load": os.getloadavg()[0]}  # the 1-minute load right after the level: was the box quiet?
 
 
-async def _load(url: str, payloads: list[dict[str, Any]], concurrency: int) -> tuple[list[float], int, float]:
-    """``concurrency`` clients each sending its next request as soon as the previous one answered."""
-    import httpx
+class Connection:
+    """One keep-alive HTTP/1.1 connection that POSTs pre-encoded JSON: a load generator that costs little.
 
+    The client shares the 2 cores with the server, so every millisecond of client CPU is taken from the
+    service under test; httpx spent ~3 ms of CPU per request here, as much as the service itself.
+    """
+
+    def __init__(self, url: str) -> None:
+        parts = urlparse(url)
+        self.host, self.port = parts.hostname or HOST, parts.port or 80
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> int:
+        """Send one request, read the whole answer; returns the HTTP status."""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(), len(body), body))
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+        status = int(head.split(" ", 2)[1])
+        if "transfer-encoding: chunked" in head:
+            while size := int((await self.reader.readuntil(b"\r\n")).strip(), 16):
+                await self.reader.readexactly(size + 2)
+            await self.reader.readuntil(b"\r\n")
+        else:
+            length = next((int(h.split(":", 1)[1]) for h in head.split("\r\n") if h.startswith("content-length:")), 0)
+            await self.reader.readexactly(length)
+        if "connection: close" in head:
+            await self.close()
+        return status
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            await self.writer.wait_closed()
+            self.reader = self.writer = None
+
+
+async def _load(url: str, payloads: list[dict[str, Any]], concurrency: int) -> tuple[list[float], int, float, float]:
+    """``concurrency`` clients each sending its next request as soon as the previous one answered.
+
+    Returns the latencies, the error count, the wall time and the client's own CPU ms per request.
+    """
+    bodies = [json.dumps(p).encode() for p in payloads]  # encoded up front: not timed, not competing
     latencies: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-        async def worker(queue: Iterator[dict[str, Any]]) -> None:
-            nonlocal errors
-            for body in queue:
-                start = time.perf_counter()
-                r = await client.post("/rank", json=body)
-                latencies.append(time.perf_counter() - start)
-                errors += r.status_code != 200
+    connections = [Connection(url) for _ in range(concurrency)]
 
-        warm = iter(payloads[:WARMUP])  # open the connections and warm the server first
-        await asyncio.gather(*(worker(warm) for _ in range(concurrency)))
-        latencies.clear()
-        errors = 0
-        queue = iter(payloads)  # shared: each client takes the next request when it is free
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(queue) for _ in range(concurrency)))
-        wall = time.perf_counter() - start
-    return latencies, errors, wall
+    async def worker(conn: Connection, queue: Iterator[bytes]) -> None:
+        nonlocal errors
+        for body in queue:
+            start = time.perf_counter()
+            status = await conn.post("/rank", body)
+            latencies.append(time.perf_counter() - start)
+            errors += status != 200
+
+    for conn in connections:  # open every connection and warm the server first
+        await worker(conn, iter(bodies[:WARMUP // concurrency + 1]))
+    latencies.clear()
+    errors = 0
+    queue = iter(bodies)  # shared: each client takes the next request when it is free
+    cpu, start = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker(conn, queue) for conn in connections))
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    for conn in connections:
+        await conn.close()
+    return latencies, errors, wall, cpu * 1000 / len(bodies)
 
 
 def _timed(fn: Callable[[dict[str, Any]], Any], payloads: list[dict[str, Any]]) -> list[float]:
@@ -104,14 +153,17 @@ def _timed(fn: Callable[[dict[str, Any]], Any], payloads: list[dict[str, Any]]) 
 
 def in_process(paths: Paths, payloads: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """The same request path without HTTP: Ranker.rank, and the Feast read alone."""
+    import torch
+
     sys.path.insert(0, str(PROJECT_ROOT))
     from services.ad_click.service import Ranker
 
+    torch.set_num_threads(1)  # as in each service worker
     ranker = Ranker.from_registry(paths)
     rank = _timed(lambda b: ranker.rank(**b), payloads)
-    read = _timed(lambda b: ranker.frame(b["user_id"], b["candidate_ad_ids"]), payloads)
+    read = _timed(lambda b: ranker.features(b["user_id"], b["candidate_ad_ids"]), payloads)
     return ranker.tag, [summary("in-process rank (read+filter+predict)", 1, rank, 0, None),
-                        summary("in-process Feast read only", 1, read, 0, None)]
+                        summary("in-process Feast reads only", 1, read, 0, None)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             url = stack.enter_context(running_service("ad_click"))
             print(f"started {url} in {time.perf_counter() - started:.1f}s", flush=True)
         for c in levels:
-            lat, errors, wall = asyncio.run(_load(url, payloads, c))
-            rows.append(summary("http POST /rank", c, lat, errors, wall))
+            lat, errors, wall, client_cpu = asyncio.run(_load(url, payloads, c))
+            rows.append(summary("http POST /rank", c, lat, errors, wall, client_cpu))
     tag, local = in_process(paths, workload(paths, args.inprocess_calls, args.candidates, seed=1))
     rows += local
 
@@ -150,12 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"service : {args.url or 'started by running_service'}  model {tag}  home {paths.home}")
     print(f"workload: {args.candidates} candidates, k=10, {args.requests} HTTP requests per level, "
           f"{args.inprocess_calls} in-process calls\n")
-    head = f"{'mode':<38} {'conc':>4} {'n':>5} {'err':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}"
+    head = (f"{'mode':<38} {'conc':>4} {'n':>5} {'err':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} "
+            f"{'client':>7} {'load1':>6}")
     print(head + "\n" + "-" * len(head))
     for r in rows:
+        client = "" if r["client_cpu_ms"] is None else f"{r['client_cpu_ms']:.2f}"
         print(f"{r['mode']:<38} {r['concurrency']:>4} {r['requests']:>5} {r['errors']:>4} "
-              f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['req_per_s']:>8.1f}")
-    print("\nin-process req/s is 1 / mean latency of a single caller.")
+              f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['req_per_s']:>8.1f} {client:>7} {r['load']:>6.1f}")
+    print("\nin-process req/s is 1 / mean latency of a single caller; client is the load generator's own CPU ms "
+          "per request (taken from the same cores); load1 is the 1-minute load average after each row (this "
+          "benchmark adds ~1-2 while it runs).")
     return 1 if any(r["errors"] for r in rows) else 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from enum import Enum, StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,6 +22,11 @@ class Scale(StrEnum):
     tiny = "tiny"
     small = "small"
     large = "large"
+
+
+class Source(StrEnum):
+    simulator = "simulator"
+    file = "file"
 
 
 Step = Enum("Step", {s: s for s in STEPS}, type=str)  # type: ignore[misc]
@@ -60,6 +66,10 @@ def run(
     scale: Annotated[Scale | None, typer.Option(help="world size; default from params.yaml")] = None,
     seed: Annotated[int | None, typer.Option(min=0, help="simulator seed; default from params.yaml")] = None,
     drift: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="drift of the monitored window")] = None,
+    source: Annotated[Source | None, typer.Option(help="where the data comes from; default from params.yaml")] = None,
+    interactions: Annotated[Path | None, typer.Option(help="file source: CSV/Parquet of user_id, item_id, "
+                                                      "timestamp [, rating | event]")] = None,
+    items: Annotated[Path | None, typer.Option(help="file source: optional CSV/Parquet of item attributes")] = None,
 ) -> None:
     """Run a case study's flow set (or one step of it) as a Prefect flow."""
     from rich.console import Console
@@ -70,11 +80,16 @@ def run(
     apply_privacy_defaults()
     console = Console()
     names = list(CASES) if _case(case) == "all" else [case]
+    files = {k: v for k, v in {"source": source.value if source else None, "interactions": interactions,
+                               "items": items}.items() if v is not None}
+    if files and (case == "all" or not get(case).file_source):
+        _fail(f"--source/--interactions/--items need a case study that reads files: "
+              f"{', '.join(c.name for c in CASES.values() if c.file_source)}")
     for name in names:
         with console.status(f"[bold]{name}[/]: running {', '.join(s.value for s in step) if step else 'all steps'}"):
             try:
                 result = get(name).load_flow()(steps=[s.value for s in step] if step else None,
-                                               scale=scale.value if scale else None, seed=seed, drift=drift)
+                                               scale=scale.value if scale else None, seed=seed, drift=drift, **files)
             except ValidationFailed as exc:
                 _fail(str(exc))
             except (ConfigError, FileNotFoundError, LookupError, ValueError) as exc:
@@ -96,15 +111,16 @@ def _print_report(case: str) -> None:
     if not file.exists():
         _fail(f"no metrics for {case}: run `casebook run {case}` first ({file} is missing)")
     metrics = json.loads(file.read_text())
-    names = [k for k in ("baseline", "model", "oracle") if k in metrics]
-    keys = [k for k, v in metrics[names[0]].items() if isinstance(v, int | float)]
+    # A case with several systems (e.g. each candidate generator alone) reports them all, one row each.
+    rows = metrics.get("systems") or {k: metrics[k] for k in ("baseline", "model", "oracle") if k in metrics}
+    keys = [k for k, v in next(iter(rows.values())).items() if isinstance(v, int | float) and k != "users"]
     covered = ", ".join(f"{v:,} {k}" for k, v in metrics.get("coverage", {}).items())
     table = Table(title=f"{case} — test window: {covered}")
-    table.add_column("metric")
-    for n in names:
-        table.add_column(n, justify="right")
+    table.add_column("system")
     for k in keys:
-        table.add_row(k, *(f"{metrics[n][k]:.4f}" for n in names))
+        table.add_column(k, justify="right")
+    for name, values in rows.items():
+        table.add_row(name, *(f"{values[k]:.4f}" for k in keys))
     Console().print(table)
 
 

@@ -1,7 +1,7 @@
 """Test harness: one temporary CASEBOOK_HOME and one Prefect test server for the whole session.
 
 Starting Prefect's server and importing Feast cost seconds each, so integration and end-to-end tests
-share one tiny ad_click run (``ad_click_run``) instead of paying for it per test.
+share one tiny run per case (``ad_click_run``, ``video_run``) instead of paying for it per test.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ def casebook_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     params["ad_click"]["seed"] = 3
     params["ad_click"]["deploy"]["build"] = False
     params["ad_click"]["monitor"]["retrain_on_alarm"] = False
+    video = params["video_recommendation"]
+    video.update(scale="tiny", seed=3)
+    video["deploy"]["build"] = False
+    video["monitor"]["retrain_on_alarm"] = False
     (home / "params.yaml").write_text(yaml.safe_dump(params))
     old = os.environ.get("CASEBOOK_HOME")
     os.environ["CASEBOOK_HOME"] = str(home)
@@ -57,3 +61,11 @@ def ad_click_run(casebook_home: Path, prefect_server: None) -> dict[str, Any]:
     from pipelines.ad_click.flows import ad_click_flow
 
     return ad_click_flow(steps=["ingest", "validate", "features", "train", "evaluate", "deploy"])
+
+
+@pytest.fixture(scope="session")
+def video_run(casebook_home: Path, prefect_server: None) -> dict[str, Any]:
+    """The whole video_recommendation flow set at tiny scale, once: ingest through deploy."""
+    from pipelines.video_recommendation.flows import video_recommendation_flow
+
+    return video_recommendation_flow(steps=["ingest", "validate", "features", "train", "evaluate", "deploy"])

@@ -6,7 +6,6 @@ Every step reads its inputs from and writes its outputs to ``Paths`` so any step
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pandas as pd
@@ -48,19 +47,10 @@ def validate(batch: str) -> dict[str, str]:
 @step(CASE, "features", reads=lambda paths: [paths.validated(CASE)])
 def features(ctr_prior: float) -> dict[str, Any]:
     """Feature tables from all validated data and ``feast apply``; returns how far the online store can go."""
-    from pipelines.core import feast
-    from pipelines.core.features import write_user_profile
-
-    paths = Paths.from_env()
     impressions = core.validated(CASE, IMPRESSIONS)
     tables = {"ad_profile": feats.ad_profile_table(core.validated(CASE, ADS)),
               **feats.ctr_tables(impressions, ctr_prior)}
-    written = [write_user_profile(core.validated(CASE, USERS), paths)]
-    written += [write_parquet(df, paths.features(CASE) / f"{name}.parquet") for name, df in tables.items()]
-    feast.apply(CASE, feast.store(paths))
-    record_outputs(paths, CASE, "features", written)
-    end = impressions["event_timestamp"].max().ceil("D") + timedelta(days=1)
-    return {"rows": {name: len(df) for name, df in tables.items()}, "online_until": end.isoformat()}
+    return core.publish_features(CASE, tables, core.validated(CASE, USERS), impressions["event_timestamp"].max())
 
 
 @step(CASE, "materialize", reads=lambda paths: [paths.features(CASE), paths.features("shared")])

@@ -15,6 +15,7 @@ class Case:
     flow: str  # "module:function"
     metric: str  # the headline metric in metrics/<case>.json
     lower_is_better: bool
+    file_source: bool = False  # accepts `--source file --interactions PATH [--items PATH]`
 
     def load_flow(self) -> Callable[..., dict[str, Any]]:
         module, func = self.flow.split(":")
@@ -24,6 +25,9 @@ class Case:
 CASES: dict[str, Case] = {
     "ad_click": Case("ad_click", "Ad click prediction on social platforms",
                      "pipelines.ad_click.flows:ad_click_flow", "ne", lower_is_better=True),
+    "video_recommendation": Case("video_recommendation", "Homepage video recommendation",
+                                 "pipelines.video_recommendation.flows:video_recommendation_flow", "ndcg@10",
+                                 lower_is_better=False, file_source=True),
 }
 
 

@@ -51,13 +51,23 @@ def outputs_intact(paths: Paths, case: str, step: str) -> bool:
     return fingerprint(Path(p) for p in doc["writes"]) == doc["fingerprint"]
 
 
+def code_fingerprint(case: str) -> str:
+    """Hash of the source of the shared core and of the case's package: edited code is not served stale."""
+    package = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted([*(package / "core").glob("*.py"), *(package / case).glob("*.py")]):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
 def step_cache_key(case: str, step: str, reads: Callable[[Paths], list[Path]]) -> Callable[..., str]:
-    """A Prefect ``cache_key_fn``: the step's parameters and the files it reads decide."""
+    """A Prefect ``cache_key_fn``: the step's parameters, the files it reads and the code decide."""
 
     def key(_context: Any, parameters: dict[str, Any]) -> str:
         paths = Paths.from_env()
         blob = json.dumps({"case": case, "step": step, "params": parameters, "home": str(paths.home),
-                           "reads": fingerprint(reads(paths))}, sort_keys=True, default=str)
+                           "reads": fingerprint(reads(paths)), "code": code_fingerprint(case)},
+                          sort_keys=True, default=str)
         return f"casebook-{case}-{step}-" + hashlib.sha256(blob.encode()).hexdigest()[:32]
 
     return key

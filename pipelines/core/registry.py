@@ -63,11 +63,21 @@ def _bentoml(paths: Paths | None = None) -> Any:
 
 
 def _plain(obj: Any) -> Any:
-    """JSON round trip: numpy scalars and paths become plain values that read back the same."""
+    """JSON round trip: numpy scalars and paths become plain values that read back the same.
+
+    BentoML metadata has no null: an unset value (``None``) is left out rather than made up.
+    """
     def default(o: Any) -> Any:
         return o.item() if hasattr(o, "item") else str(o)
 
-    return json.loads(json.dumps(obj, default=default))
+    def drop_none(o: Any) -> Any:
+        if isinstance(o, dict):
+            return {k: drop_none(v) for k, v in o.items() if v is not None}
+        if isinstance(o, list):
+            return [drop_none(v) for v in o if v is not None]
+        return o
+
+    return drop_none(json.loads(json.dumps(obj, default=default)))
 
 
 def save(case: str, model: object, *, metrics: dict[str, Any], lineage: dict[str, Any],

@@ -55,6 +55,25 @@ def validated(case: str, schema: TableSchema, paths: Paths | None = None) -> pd.
     return frame.drop_duplicates(list(schema.key), keep="last").reset_index(drop=True)
 
 
+def publish_features(case: str, tables: dict[str, pd.DataFrame], users: pd.DataFrame,
+                     last_event: pd.Timestamp) -> dict[str, Any]:
+    """Write a case's feature tables and the shared user profile, then ``feast apply`` the case's views.
+
+    Returns the rows per table and ``online_until``: the day after the last event, up to which
+    ``materialize`` loads the online store.
+    """
+    from pipelines.core import feast
+    from pipelines.core.features import write_user_profile
+
+    paths = Paths.from_env()
+    written = [write_user_profile(users, paths)]
+    written += [write_parquet(df, paths.features(case) / f"{name}.parquet") for name, df in tables.items()]
+    feast.apply(case, feast.store(paths))
+    record_outputs(paths, case, "features", written)
+    end = last_event.ceil("D") + pd.Timedelta(days=1)
+    return {"rows": {name: len(df) for name, df in tables.items()}, "online_until": end.isoformat()}
+
+
 def materialize(case: str, views: list[str], end: str) -> dict[str, Any]:
     """Load each view's latest value per entity up to ``end`` (ISO time) into the online store."""
     import time

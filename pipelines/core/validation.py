@@ -21,7 +21,7 @@ Kind = Literal["int", "float", "str", "timestamp"]
 
 # Pandas / pyarrow dtype names GX reports for each logical kind.
 _TYPE_LISTS: dict[str, list[str]] = {
-    "int": ["int64", "int32", "Int64", "Int32", "int16", "int8"],
+    "int": ["int64", "int32", "Int64", "Int32", "Int64Dtype", "int16", "int8"],  # Int64Dtype: nullable ints
     "float": ["float64", "float32", "Float64", "int64", "int32", "Int64"],
     "str": ["object", "str", "string", "StringDtype", "string[python]", "string[pyarrow]"],
     "timestamp": ["datetime64[ns]", "datetime64[us]", "datetime64[ms]"]  # checked as naive UTC,

@@ -19,16 +19,16 @@ from typing import Annotated, Any, Literal
 
 import bentoml
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.core import feast as core_feast
 from pipelines.core import registry
+from pipelines.core.online import OnlineReader
 from pipelines.core.settings import ConfigError, Paths, apply_privacy_defaults, load_params
 
 CASE = "ad_click"
 FEATURE_SERVICE = "ad_click_v1"
-SERVING_DEFAULTS = {"max_candidates": 100, "default_k": 10, "workers": 1}
+SERVING_DEFAULTS = {"max_candidates": 100, "default_k": 10, "workers": 1, "item_cache_ttl_s": 3600}
 SCORING_POSITION = 1
 """Every candidate is scored as if shown in the top slot, so position bias does not pick the winner."""
 
@@ -92,66 +92,76 @@ class RankResponse(BaseModel):
     filtered_out: list[int] = Field(description="Candidates whose targeting (country, age) excludes the user")
 
 
+USER_KEY, AD_KEY = ("user_id",), ("ad_id",)
+PAIR_KEY = ("user_id", "ad_id")
+ITEM_VIEWS = ("ad_profile", "ad_ctr")
+"""Keyed by ad alone and materialized daily: kept per worker for ``item_cache_ttl_s`` seconds."""
+
+
 @dataclass
 class Ranker:
-    """The request path without HTTP: one Feast read, targeting filter, one model call."""
+    """The request path without HTTP: online reads by entity, targeting filter, one model call.
+
+    Reads the user's views once, the ad views once per ad (from the worker's cache when warm) and the
+    user-ad view once per pair, instead of every view for every (user, ad) row: the same FeatureService
+    features, a fraction of the work. No pandas on this path.
+    """
 
     tag: str
     model: Any
-    fs: Any
-
-    def __post_init__(self) -> None:
-        # Resolved once: looking the feature service up costs a registry read per call.
-        from feast.types import Int32, Int64
-
-        self.features = self.fs.get_feature_service(FEATURE_SERVICE)
-        fields = [f for p in self.features.feature_view_projections for f in p.features]
-        # Online reads return floats (7.0) for int columns with a missing row; training saw ints (7).
-        self.int_columns = [f.name for f in fields if f.dtype in (Int32, Int64)]
+    reader: OnlineReader
 
     @classmethod
     def from_registry(cls, paths: Paths | None = None) -> Ranker:
         paths = registry.use_home(paths)
         tag, model = registry.load_champion(CASE)
-        return cls(tag, model, core_feast.store(paths))
+        reader = OnlineReader(core_feast.store(paths), FEATURE_SERVICE, cached_views=ITEM_VIEWS,
+                              ttl_s=serving_params(paths)["item_cache_ttl_s"])
+        return cls(tag, model, reader)
 
-    def frame(self, user_id: int, ad_ids: list[int]) -> pd.DataFrame:
-        """Online features of every (user, ad) pair, typed like the training frame; missing = None/NA."""
-        rows = [{"user_id": user_id, "ad_id": a} for a in ad_ids]
-        data = self.fs.get_online_features(features=self.features, entity_rows=rows).to_dict()
-        frame = pd.DataFrame(data)
-        for name in self.int_columns:
-            frame[name] = pd.array(data[name], dtype="Int64")
-        return frame
+    def features(self, user_id: int, ad_ids: list[int]) -> tuple[dict[str, Any], list[dict[str, Any]],
+                                                                   list[dict[str, Any]]]:
+        """The user's, each ad's and each (user, ad) pair's online features; missing values are None."""
+        user = self.reader.entity_rows(USER_KEY, [(user_id,)])[0]
+        ads = self.reader.entity_rows(AD_KEY, [(a,) for a in ad_ids])
+        pairs = self.reader.entity_rows(PAIR_KEY, [(user_id, a) for a in ad_ids])
+        return user, ads, pairs
 
     def rank(self, user_id: int, candidate_ad_ids: list[int], device: str = "mobile",
              hour: int | None = None, k: int = 10) -> RankResponse:
-        frame = self.frame(user_id, candidate_ad_ids)
-        user_known = bool(frame["country"].notna().iloc[0])
-        ad_known = frame["advertiser_id"].notna()
-        if user_known:
-            age = frame["age"].iloc[0]
-            tc = frame["target_country"]
-            blocked = ad_known & (
-                ((tc != "ANY") & (tc != frame["country"].iloc[0]))
-                | (frame["min_age"] > age)
-                | (frame["max_age"] < age)
-            ).fillna(False)
-        else:  # cold-start user: nothing to target on
-            blocked = pd.Series(False, index=frame.index)
-        keep = frame[~blocked.to_numpy(bool)].reset_index(drop=True)
-        ads: list[ScoredAd] = []
-        if len(keep):
-            keep["position"] = SCORING_POSITION
-            keep["device"] = device
-            keep["hour"] = datetime.now(UTC).hour if hour is None else hour
-            p = self.model.predict(keep)
-            cold = keep["ad_impressions"].isna().to_numpy(bool)
-            order = np.argsort(-p, kind="stable")[:k]
-            ads = [ScoredAd(ad_id=int(keep["ad_id"].iat[i]), p_click=float(p[i]), cold_start=bool(cold[i]))
-                   for i in order]
-        filtered = [int(a) for a in frame.loc[blocked.to_numpy(bool), "ad_id"]]
-        return RankResponse(model_tag=self.tag, user_known=user_known, ads=ads, filtered_out=filtered)
+        user, ads, pairs = self.features(user_id, candidate_ad_ids)
+        user_known = user["country"] is not None
+        keep: list[int] = []
+        filtered: list[int] = []
+        for i, ad in enumerate(ads):
+            (filtered if user_known and _excluded(ad, user) else keep).append(i)
+        scored: list[ScoredAd] = []
+        if keep:
+            columns: dict[str, Any] = dict(user)
+            columns |= {f: [ads[i][f] for i in keep] for f in ads[0]}
+            columns |= {f: [pairs[i][f] for i in keep] for f in pairs[0]}
+            columns |= {"ad_id": [candidate_ad_ids[i] for i in keep], "position": SCORING_POSITION,
+                        "device": device, "hour": datetime.now(UTC).hour if hour is None else hour}
+            p = self.model.predict_columns(columns, len(keep))
+            for j in np.argsort(-p, kind="stable")[:k]:
+                i = keep[j]
+                scored.append(ScoredAd(ad_id=candidate_ad_ids[i], p_click=float(p[j]),
+                                       cold_start=ads[i]["ad_impressions"] is None))
+        return RankResponse(model_tag=self.tag, user_known=user_known, ads=scored,
+                            filtered_out=[candidate_ad_ids[i] for i in filtered])
+
+
+def _excluded(ad: dict[str, Any], user: dict[str, Any]) -> bool:
+    """Targeting (country, age range) of a known ad excludes the user; a missing value excludes nothing."""
+    if ad["advertiser_id"] is None:  # unknown ad: nothing to target on
+        return False
+    country, age = user["country"], user["age"]
+    target = ad["target_country"]
+    if target is not None and target != "ANY" and target != country:
+        return True
+    if age is None:
+        return False
+    return (ad["min_age"] is not None and ad["min_age"] > age) or (ad["max_age"] is not None and ad["max_age"] < age)
 
 
 class ReadyzWithTag:
@@ -195,9 +205,13 @@ class AdClick:
     def __is_ready__(self) -> bool:
         return self.ranker is not None
 
+    # ``async def`` on purpose, although the body never awaits: a request is ~4 ms of GIL-bound Python on
+    # a local SQLite read, so BentoML's thread pool (what a plain ``def`` gets) adds two thread hand-offs
+    # and GIL contention per request and no parallelism; measured, it doubles latency under load. With a
+    # remote online store (Redis, Postgres) make this a plain ``def`` so network waits overlap.
     @bentoml.api(route="/rank", input_spec=RankRequest, output_spec=RankResponse)
-    def rank(self, user_id: int, candidate_ad_ids: list[int], device: str = "mobile", hour: int | None = None,
-             k: int = 10) -> RankResponse:
+    async def rank(self, user_id: int, candidate_ad_ids: list[int], device: str = "mobile",
+                   hour: int | None = None, k: int = 10) -> RankResponse:
         """Top k candidate ads for a user by calibrated click probability."""
         return self.ranker.rank(user_id, candidate_ad_ids, device=device, hour=hour, k=k)
 

@@ -45,3 +45,12 @@ def test_manifest_detects_changed_or_missing_outputs(tmp_path: Path, monkeypatch
     record_outputs(paths, "c", "s", [out])
     out.unlink()
     assert not outputs_intact(paths, "c", "s")
+
+
+def test_every_case_can_be_scheduled() -> None:
+    from typing import get_args
+
+    from pipelines.core.cases import CASES
+    from pipelines.deployments import CaseName
+
+    assert set(get_args(CaseName)) == set(CASES)

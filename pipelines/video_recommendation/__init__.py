@@ -1,0 +1,1 @@
+"""Homepage video recommendation (the book's chapter on YouTube video recommendation)."""

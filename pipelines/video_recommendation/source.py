@@ -1,0 +1,224 @@
+"""Where video_recommendation data comes from: the simulator one window at a time, or a user's own log.
+
+A real log is a CSV or Parquet file with one row per interaction: ``user_id``, ``item_id``, ``timestamp``
+and optionally ``rating`` and/or ``event``; an optional items file describes the videos. ``read_file``
+maps them onto the same three tables the simulator produces. Problems that stop the mapping (a missing
+file or column, an unreadable format, a timestamp or rating that is not one) raise ``ValueError`` naming
+the file, the column and what was expected; everything else (id ranges, nulls, duplicates) is checked by
+the validation gate like any other batch, so a bad file is quarantined, not half-loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipelines.core.steps import window_batch_id as batch_id
+from pipelines.world.population import SCALES
+from pipelines.world.video import VideoWorld
+
+__all__ = ["FORMATS", "UNKNOWN", "PositiveRule", "batch_id", "read_file", "simulate"]
+
+FORMATS = {".csv": "CSV", ".parquet": "Parquet", ".pq": "Parquet"}
+UNKNOWN = "unknown"
+"""The explicit value of a string attribute a real file does not provide."""
+_VIDEO_TEXT = ("language", "category", "tags", "title")
+
+
+@dataclass(frozen=True)
+class PositiveRule:
+    """Which rows of a real log are positive engagement (the ``positive`` label).
+
+    A row is positive if its ``rating`` is at least ``min_rating`` or its ``event`` (case-insensitive) is
+    one of ``positive_events``; a missing rating or event is not positive. A log with neither column is
+    implicit feedback: every row is positive.
+    """
+
+    min_rating: float = 4.0
+    positive_events: tuple[str, ...] = ("click", "like", "watch", "purchase", "positive")
+
+
+def simulate(scale: str, seed: int, start_day: int, n_days: int, drift: float = 0.0) -> dict[str, pd.DataFrame]:
+    """Tables of one simulated window; engagement labels are complete when the window is pulled."""
+    return VideoWorld(seed=seed, scale=SCALES[scale]).window(start_day, n_days, drift)
+
+
+def read_file(interactions: Path, items: Path | None = None,
+              positive: PositiveRule = PositiveRule()) -> dict[str, pd.DataFrame]:
+    """The users, videos and interactions tables of a real log (and optional items file).
+
+    Timestamps may be ISO-8601 strings (with or without an offset; naive means UTC), datetimes or unix
+    seconds; all become UTC. Rows come in time order; ``event_id`` is a hash of the event. Users are the
+    ids seen in the log, signed up at their first event, demographics unknown. Videos are the items
+    file's rows plus any item seen only in the log; a missing ``upload_ts`` is the item's first
+    interaction (or the log's start for an item nobody interacted with).
+    """
+    interactions = Path(interactions)
+    raw = _read(interactions, "interactions")
+    _require(raw, interactions, "interactions", ("user_id", "item_id", "timestamp"))
+    log = pd.DataFrame({
+        "event_timestamp": _timestamps(raw["timestamp"], interactions, "timestamp"),
+        "user_id": _ids(raw["user_id"], interactions, "user_id"),
+        "video_id": _ids(raw["item_id"], interactions, "item_id"),
+        "positive": _label(raw, interactions, positive),
+    })
+    log = log.sort_values(["event_timestamp", "user_id", "video_id"], kind="stable", ignore_index=True)
+    log.insert(0, "event_id", _event_ids(log))
+    return {"users": _users(log), "videos": _videos(log, items), "interactions": log}
+
+
+def _event_ids(log: pd.DataFrame) -> np.ndarray:
+    """Ids from the event itself (who, what, when, and which repeat of it), not from the row number.
+
+    So rereading a file gives the same ids, the same event in two overlapping files is one event (the
+    later batch wins), and two different files never overwrite each other's events.
+    """
+    who_what_when = ["user_id", "video_id", "event_timestamp"]
+    key = log[who_what_when].assign(repeat=log.groupby(who_what_when, dropna=False).cumcount())
+    return (pd.util.hash_pandas_object(key, index=False).to_numpy() >> np.uint64(1)).astype(np.int64)
+
+
+# -- reading ----------------------------------------------------------------------------------------------
+def _read(path: Path, what: str) -> pd.DataFrame:
+    """The file as a frame with lower-case column names, or a ValueError that says what is wrong."""
+    if not path.exists():
+        raise ValueError(f"{what} file {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{what} file {path} is not a file")
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{what} file {path} has suffix {path.suffix!r}; expected one of "
+                         f"{', '.join(sorted(FORMATS))} (CSV or Parquet)")
+    try:
+        frame = pd.read_csv(path) if fmt == "CSV" else pd.read_parquet(path)
+    except Exception as exc:  # every reader error means the same to the user: not a readable file
+        raise ValueError(f"{what} file {path} is not a readable {fmt} file: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    if frame.empty:
+        raise ValueError(f"{what} file {path} has no rows")
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    return frame
+
+
+def _require(frame: pd.DataFrame, path: Path, what: str, columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} file {path} lacks column(s) {', '.join(missing)}; it needs "
+                         f"{', '.join(columns)} and has {', '.join(map(str, frame.columns))}")
+
+
+def _examples(values: pd.Series) -> str:
+    return ", ".join(repr(v) for v in values.drop_duplicates().head(3).tolist())
+
+
+def _ids(values: pd.Series, path: Path, column: str) -> pd.Series:
+    """Integer ids (nullable if some are missing); their range is the gate's to check."""
+    number = pd.to_numeric(values, errors="coerce")
+    bad = values.notna() & (number.isna() | (number % 1 != 0))
+    if bad.any():
+        raise ValueError(f"{path}: column {column!r} must hold integer ids; {int(bad.sum())} rows do not, e.g. "
+                         f"{_examples(values[bad])}. Map your ids to integers first.")
+    return _integers(number)
+
+
+def _integers(values: pd.Series) -> pd.Series:
+    """int64, or pandas' nullable Int64 when some are missing (the gate then reports the nulls)."""
+    return values.astype("Int64" if values.isna().any() else np.int64)
+
+
+def _timestamps(values: pd.Series, path: Path, column: str) -> pd.Series:
+    """UTC timestamps from datetimes, unix seconds or ISO-8601 strings."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC")
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.dt.tz_localize("UTC")
+    if pd.api.types.is_numeric_dtype(values):
+        if values.abs().max() > 1e11:
+            raise ValueError(f"{path}: column {column!r} holds numbers up to {values.max():.0f}, which look like "
+                             f"unix milliseconds or smaller units; expected unix seconds")
+        return pd.to_datetime(values, unit="s", utc=True)
+    parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
+    bad = values.notna() & parsed.isna()
+    if bad.any():
+        raise ValueError(f"{path}: column {column!r} has {int(bad.sum())} values that are not timestamps, e.g. "
+                         f"{_examples(values[bad])}; expected ISO-8601 (2024-05-01T12:00:00Z), a datetime "
+                         f"or unix seconds")
+    return parsed
+
+
+def _label(raw: pd.DataFrame, path: Path, rule: PositiveRule) -> pd.Series:
+    """The ``positive`` label under ``rule`` (see ``PositiveRule``)."""
+    if "rating" not in raw and "event" not in raw:
+        return pd.Series(1, index=raw.index, dtype=np.int64)
+    positive = pd.Series(False, index=raw.index)
+    if "rating" in raw:
+        rating = pd.to_numeric(raw["rating"], errors="coerce")
+        bad = raw["rating"].notna() & rating.isna()
+        if bad.any():
+            raise ValueError(f"{path}: column 'rating' must be numeric; {int(bad.sum())} rows are not, e.g. "
+                             f"{_examples(raw['rating'][bad])}")
+        positive |= rating >= rule.min_rating
+    if "event" in raw:
+        events = {e.strip().lower() for e in rule.positive_events}
+        positive |= raw["event"].astype("string").str.strip().str.lower().isin(events).fillna(False)
+    return positive.astype(np.int64)
+
+
+# -- the tables -------------------------------------------------------------------------------------------
+def _users(log: pd.DataFrame) -> pd.DataFrame:
+    """One row per user seen; a log says nothing about demographics, so they are explicitly unknown."""
+    first = log.groupby("user_id", sort=True)["event_timestamp"].min()
+    n = len(first)
+    return pd.DataFrame({
+        "user_id": first.index.to_numpy(),
+        "signup_ts": first.to_numpy(),
+        "age": pd.array([pd.NA] * n, dtype="Int64"),
+        "gender": "u",
+        "country": UNKNOWN,
+        "language": UNKNOWN,
+    })
+
+
+def _videos(log: pd.DataFrame, items: Path | None) -> pd.DataFrame:
+    """The items file's videos plus any seen only in the log, unknown attributes made explicit."""
+    first_seen = log.groupby("video_id")["event_timestamp"].min()
+    if items is None:
+        videos = pd.DataFrame({"video_id": first_seen.index.to_numpy()})
+    else:
+        items = Path(items)
+        raw = _read(items, "items")
+        _require(raw, items, "items", ("item_id",))
+        videos = pd.DataFrame({"video_id": _ids(raw["item_id"], items, "item_id")})
+        if "upload_ts" in raw:
+            videos["upload_ts"] = _timestamps(raw["upload_ts"], items, "upload_ts")
+        if "creator_id" in raw:
+            videos["creator_id"] = _ids(raw["creator_id"], items, "creator_id")
+        if "duration_s" in raw:
+            duration = pd.to_numeric(raw["duration_s"], errors="coerce")
+            bad = raw["duration_s"].notna() & duration.isna()
+            if bad.any():
+                raise ValueError(f"{items}: column 'duration_s' must be numeric seconds; {int(bad.sum())} rows are "
+                                 f"not, e.g. {_examples(raw['duration_s'][bad])}")
+            videos["duration_s"] = duration.astype(float)
+        for col in _VIDEO_TEXT:
+            if col in raw:
+                videos[col] = raw[col].astype("string").str.strip()
+        only_in_log = first_seen.index.difference(pd.Index(videos["video_id"].dropna()))
+        videos = pd.concat([videos, pd.DataFrame({"video_id": only_in_log.to_numpy()})], ignore_index=True)
+        videos["video_id"] = _integers(videos["video_id"])
+    if "upload_ts" not in videos:
+        videos["upload_ts"] = pd.Series(pd.NaT, index=videos.index, dtype=log["event_timestamp"].dtype)
+    videos["upload_ts"] = (videos["upload_ts"].fillna(videos["video_id"].map(first_seen))
+                           .fillna(log["event_timestamp"].min()))
+    if "duration_s" not in videos:
+        videos["duration_s"] = np.nan
+    for col in _VIDEO_TEXT:
+        text = videos[col] if col in videos else pd.Series(pd.NA, index=videos.index, dtype="string")
+        if col == "tags":  # "|"-joined lower-case tags, like the simulator's
+            text = text.str.lower().str.replace(r"\s*\|[\s|]*", "|", regex=True).str.strip("|")
+        videos[col] = text.replace("", pd.NA).fillna(UNKNOWN).astype(object)
+    order = ["video_id", "upload_ts", "creator_id", "duration_s", *_VIDEO_TEXT]
+    return videos[[c for c in order if c in videos]].sort_values("video_id", ignore_index=True)

@@ -1,0 +1,249 @@
+"""Video recommendation models on a small synthetic world with planted structure.
+
+Each age-gender segment prefers one category (most users follow their segment), items have a mild
+popularity skew, and a positive is far likelier on the preferred category: a generator that learns the
+structure beats popularity, and one that uses demographics can serve users it has never seen.
+"""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.core.ranking import ranking_report
+from pipelines.video_recommendation.model import (
+    ALS,
+    CandidateGenerator,
+    DemographicPopular,
+    Popular,
+    Ranker,
+    Trending,
+    TwoTower,
+    TwoTowerParams,
+    rerank,
+)
+
+T0 = pd.Timestamp("2026-01-01", tz="UTC")
+CUT = T0 + pd.Timedelta(days=8)
+N_USERS, N_ITEMS, N_CATS = 800, 60, 6
+SEGMENTS = [(age, g) for age in (20, 30, 40, 50) for g in ("f", "m")]
+
+
+def make_world(seed: int = 0) -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    seg = rng.integers(0, len(SEGMENTS), N_USERS)
+    seg_pref = rng.permutation(np.arange(len(SEGMENTS)) % N_CATS)
+    pref = np.where(rng.random(N_USERS) < 0.85, seg_pref[seg], rng.integers(0, N_CATS, N_USERS))
+    country = rng.choice(["US", "IN"], N_USERS)
+    users = pd.DataFrame({
+        "user_id": np.arange(1, N_USERS + 1, dtype=np.int64),
+        "signup_ts": T0 - pd.Timedelta(days=100),
+        "age": [SEGMENTS[s][0] + 2 for s in seg],
+        "gender": [SEGMENTS[s][1] for s in seg],
+        "country": country,
+        "language": np.where(country == "US", "en", "hi"),
+    })
+    cat = np.arange(N_ITEMS) % N_CATS
+    upload_day = np.where(np.arange(N_ITEMS) >= N_ITEMS - 3, 9.0, -30.0)  # 3 videos appear after the cut
+    videos = pd.DataFrame({
+        "video_id": np.arange(1, N_ITEMS + 1, dtype=np.int64),
+        "upload_ts": T0 + pd.to_timedelta(upload_day, unit="D"),
+        "creator_id": 1,
+        "duration_s": rng.uniform(30, 900, N_ITEMS).round(1),
+        "language": "en",
+        "category": [f"cat{c}" for c in cat],
+        "tags": [f"tag{c}|fmt{i % 3}" for i, c in enumerate(cat)],
+        "title": "a video",
+    })
+    n = N_USERS * 25
+    user = rng.integers(0, N_USERS, n)
+    popularity = 1.0 / np.arange(1, N_ITEMS + 1) ** 0.7
+    item = rng.choice(N_ITEMS, n, p=rng.permutation(popularity) / popularity.sum())
+    day = rng.uniform(0, 10, n)
+    live = upload_day[item] <= day
+    p = np.where(cat[item] == pref[user], 0.5, 0.03)
+    positive = (rng.random(n) < p) & live
+    interactions = pd.DataFrame({
+        "event_id": np.arange(n, dtype=np.int64),
+        "event_timestamp": T0 + pd.to_timedelta(day * 86_400, unit="s").round("s"),
+        "user_id": user + 1, "video_id": item + 1, "positive": positive.astype(np.int64),
+    })[live].sort_values("event_timestamp", ignore_index=True)
+    return {"users": users, "videos": videos, "interactions": interactions, "pref": pref}
+
+
+@pytest.fixture(scope="module")
+def world() -> dict:
+    w = make_world()
+    inter = w["interactions"]
+    w["train"] = inter[inter["event_timestamp"] < CUT]
+    w["test"] = inter[inter["event_timestamp"] >= CUT]
+    w["catalog"] = w["videos"][w["videos"]["upload_ts"] < CUT]
+    train_pos = w["train"][w["train"]["positive"] == 1]
+    w["seen"] = {int(u): set(v) for u, v in train_pos.groupby("user_id")["video_id"]}
+    return w
+
+
+TT = TwoTowerParams(dim=16, hidden=32, epochs=8, batch_size=256, temperature=0.5, seed=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(world: dict) -> dict[str, CandidateGenerator]:
+    args = (world["train"], world["catalog"], world["users"])
+    return {"popular": Popular().fit(*args), "trending": Trending().fit(*args),
+            "demographic_popular": DemographicPopular().fit(*args), "als": ALS(factors=16).fit(*args),
+            "two_tower": TwoTower(TT).fit(*args)}
+
+
+def test_every_generator_returns_k_unseen_available_videos(world: dict, fitted: dict) -> None:
+    users = np.array(sorted(world["seen"])[:50])
+    later = T0 + pd.Timedelta(days=9.5)  # the 3 late videos are live by now, but not in the fitted catalog
+    for name, gen in fitted.items():
+        recs = gen.recommend(users, 5, exclude=world["seen"], at=CUT)
+        assert set(recs) == set(users.tolist()), name
+        for user, items in recs.items():
+            ids = [v for v, _ in items]
+            assert len(ids) == 5 and len(set(ids)) == 5, name
+            assert not set(ids) & world["seen"][user], name
+            assert set(ids) <= set(world["catalog"]["video_id"]), name
+            scores = [s for _, s in items]
+            assert scores == sorted(scores, reverse=True), name
+        assert gen.recommend(users[:2], 3, at=later)  # a later `at` is fine
+
+
+def test_videos_uploaded_after_at_are_never_recommended(world: dict) -> None:
+    videos = world["videos"]
+    gen = Popular().fit(world["interactions"], videos)  # trained on everything: late videos are popular too
+    late = set(videos.loc[videos["upload_ts"] > CUT, "video_id"])
+    before = gen.recommend(np.array([1]), N_ITEMS, at=CUT)[1]
+    after = gen.recommend(np.array([1]), N_ITEMS, at=T0 + pd.Timedelta(days=10))[1]
+    assert not {v for v, _ in before} & late and late <= {v for v, _ in after}
+
+
+def recall_by(gen: CandidateGenerator, world: dict, users: np.ndarray | None = None) -> float:
+    test = world["test"][world["test"]["positive"] == 1]
+    relevant = {int(u): set(v) - world["seen"].get(int(u), set()) for u, v in test.groupby("user_id")["video_id"]}
+    ids = np.array(sorted(relevant)) if users is None else users
+    recs = gen.recommend(ids, 10, exclude=world["seen"], at=CUT, users=world["users"])
+    report = ranking_report({u: [v for v, _ in r] for u, r in recs.items()},
+                            {u: relevant[u] for u in ids.tolist() if u in relevant}, k=10)
+    return report["recall@k"]
+
+
+def test_learned_generators_beat_popularity(world: dict, fitted: dict) -> None:
+    popular = recall_by(fitted["popular"], world)
+    for name in ("als", "two_tower", "demographic_popular"):
+        assert recall_by(fitted[name], world) > 1.3 * popular, name
+
+
+def test_cold_start_users_are_served_from_demographics(world: dict, fitted: dict) -> None:
+    # New users (ids never seen) described only by demographics, one per segment.
+    new = pd.DataFrame({"user_id": 10_000 + np.arange(len(SEGMENTS)), "age": [a + 2 for a, _ in SEGMENTS],
+                        "gender": [g for _, g in SEGMENTS], "country": "US", "language": "en"})
+    ids = new["user_id"].to_numpy()
+    # the category each segment prefers, as the training data shows it
+    train = world["train"].merge(world["users"], on="user_id").merge(world["videos"][["video_id", "category"]])
+    liked = train[train["positive"] == 1].groupby(["age", "gender"])["category"].agg(lambda c: c.mode()[0])
+    for name in ("demographic_popular", "als", "two_tower"):
+        recs = fitted[name].recommend(ids, 5, at=CUT, users=new)
+        cats = world["videos"].set_index("video_id")["category"]
+        hits = [np.mean([cats[v] == liked[(a + 2, g)] for v, _ in recs[u]])
+                for u, (a, g) in zip(ids, SEGMENTS, strict=True)]
+        assert np.mean(hits) > 0.6, name  # chance is 1/6
+    assert fitted["popular"].recommend(ids[:1], 5)[ids[0]]  # the same list as for anyone
+    plain = ALS(factors=8, demographic_weight=0).fit(world["train"], world["catalog"], world["users"])
+    assert plain.recommend(ids[:1], 5, users=new)[ids[0]] == []  # nothing to go on without demographics
+
+
+def test_two_tower_index_scores_are_the_model_scores(world: dict, fitted: dict) -> None:
+    tt = fitted["two_tower"]
+    users = np.array([1, 2, 3, 99_999])
+    recs = tt.recommend(users, 10, users=pd.DataFrame({"user_id": [99_999], "age": [30], "gender": ["f"]}))
+    for user, items in recs.items():
+        ids, scores = np.array([v for v, _ in items]), np.array([s for _, s in items])
+        assert np.allclose(tt.score_pairs(np.full(len(ids), user), ids, users=None if user < 99_999 else
+                                          pd.DataFrame({"user_id": [99_999], "age": [30], "gender": ["f"]})),
+                           scores, atol=1e-4)
+    assert np.isnan(tt.score_pairs(np.array([1]), np.array([12345]))[0])  # unknown video
+
+
+def test_models_pickle_and_answer_the_same(world: dict, fitted: dict) -> None:
+    users = np.array([1, 5, 7])
+    for name, gen in fitted.items():
+        copy = pickle.loads(pickle.dumps(gen))
+        assert copy.recommend(users, 5, exclude=world["seen"], at=CUT) == gen.recommend(
+            users, 5, exclude=world["seen"], at=CUT), name
+
+
+def test_trending_surfaces_a_fresh_video_with_a_burst() -> None:
+    videos = pd.DataFrame({"video_id": [1, 2, 3], "upload_ts": [T0 - pd.Timedelta(days=60)] * 2 + [T0 + pd.Timedelta(
+        days=6.8)], "category": "x", "language": "en", "duration_s": 60.0, "tags": "a"})
+    old = [(1, d) for d in np.linspace(0, 6.9, 60)] + [(2, d) for d in np.linspace(0, 6.9, 30)]
+    burst = [(3, d) for d in np.linspace(6.9, 6.99, 12)]  # uploaded hours ago, already liked a dozen times
+    rows = pd.DataFrame(old + burst, columns=["video_id", "day"])
+    inter = pd.DataFrame({"user_id": np.arange(len(rows)) + 1, "video_id": rows["video_id"],
+                          "event_timestamp": T0 + pd.to_timedelta(rows["day"], unit="D"), "positive": 1})
+    assert Trending().fit(inter, videos).recommend(np.array([1]), 1)[1][0][0] == 3
+    assert Popular().fit(inter, videos).recommend(np.array([1]), 1)[1][0][0] == 1
+
+
+def ranker_frame(seed: int, n_users: int = 300) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = n_users * 20
+    frame = pd.DataFrame({"user_id": np.repeat(np.arange(n_users), 20), "als_score": rng.normal(size=n),
+                          "video_popularity": rng.exponential(size=n), "category": rng.choice(["a", "b", "c"], n),
+                          "noise": rng.normal(size=n)})
+    logit = 1.5 * frame["als_score"] + 0.5 * np.log1p(frame["video_popularity"]) + (frame["category"] == "b") - 2
+    frame["positive"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return frame
+
+
+@pytest.mark.parametrize("objective", ["lambdarank", "binary"])
+def test_ranker_learns_the_signal(objective: str) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    features = ["als_score", "video_popularity", "category", "noise"]
+    ranker = Ranker(features, categorical=["category"], objective=objective,
+                    params={"num_boost_round": 60, "min_data_in_leaf": 20}).fit(ranker_frame(0), ranker_frame(1))
+    test = ranker_frame(2)
+    assert roc_auc_score(test["positive"], ranker.predict(test)) > 0.75
+    test.loc[:5, "category"] = "never seen"  # unseen category: treated as missing, not as another category
+    assert np.isfinite(ranker.predict(test)).all()
+    copy = pickle.loads(pickle.dumps(ranker))
+    assert np.allclose(copy.predict(test), ranker.predict(test))
+    with pytest.raises(ValueError, match="noise"):
+        ranker.predict(test.drop(columns="noise"))
+
+
+def candidates(rows: list[tuple]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["user_id", "video_id", "score", "stage", "age_days", "category"])
+    frame["upload_ts"] = CUT - pd.to_timedelta(frame.pop("age_days"), unit="D")
+    return frame
+
+
+def test_rerank_caps_categories_and_backfills() -> None:
+    c = candidates([(1, v, 10.0 - v, "als", 100, "music" if v <= 4 else "news") for v in range(1, 7)])
+    out = rerank(c, k=4, at=CUT, freshness_weight=0.0, max_per_category=2)
+    assert out["video_id"].tolist() == [1, 2, 5, 6]  # two music, then news moves up
+    assert out["rank"].tolist() == [1, 2, 3, 4]
+    out = rerank(c, k=5, at=CUT, freshness_weight=0.0, max_per_category=2)
+    assert out["video_id"].tolist() == [1, 2, 5, 6, 3]  # too few others: the cap gives way
+
+
+def test_rerank_dedups_across_stages_and_drops_watched() -> None:
+    c = candidates([(1, 1, 0.9, "two_tower", 100, "a"), (1, 1, 0.5, "als", 100, "a"), (1, 2, 0.8, "popular", 100, "b"),
+                    (1, 3, 0.7, "als", 100, "c"), (2, 1, 0.1, "als", 100, "a")])
+    out = rerank(c, k=10, at=CUT, freshness_weight=0.0, exclude={1: {3}})
+    mine = out[out["user_id"] == 1]
+    assert mine["video_id"].tolist() == [1, 2]
+    assert mine["stage"].tolist() == ["als,two_tower", "popular"]
+    assert out[out["user_id"] == 2]["video_id"].tolist() == [1]
+
+
+def test_rerank_boosts_fresh_uploads() -> None:
+    c = candidates([(1, 1, 1.0, "als", 300, "a"), (1, 2, 0.9, "trending", 0.2, "b"), (1, 3, 0.0, "als", 300, "c")])
+    plain = rerank(c, k=3, at=CUT, freshness_weight=0.0)
+    boosted = rerank(c, k=3, at=CUT, freshness_weight=1.0)
+    assert plain["video_id"].tolist()[:2] == [1, 2] and boosted["video_id"].tolist()[:2] == [2, 1]
+    unknown = c.assign(upload_ts=pd.NaT)  # unknown upload time: no boost
+    assert rerank(unknown, k=3, at=CUT, freshness_weight=1.0)["video_id"].tolist()[:2] == [1, 2]
