@@ -43,7 +43,7 @@ def run_scale(case: str, scale: str, deploy: bool) -> tuple[dict[str, float], fl
     from pipelines.core.settings import Paths
 
     run = get(case).load_flow()
-    steps = STEPS if deploy else [s for s in STEPS if s != "deploy"]
+    steps = STEPS if deploy else [s for s in STEPS if s not in ("deploy", "monitor")]  # monitor needs a champion
     fresh_home(case, scale)
     t0 = time.perf_counter()
     run(steps=steps)
@@ -63,7 +63,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", default="ad_click", help="the case study (see `casebook list`)")
     ap.add_argument("--scales", default="tiny,small", help="comma-separated: tiny,small,large")
-    ap.add_argument("--deploy", action="store_true", help="include deploy (Bento build + service smoke test)")
+    ap.add_argument("--deploy", action="store_true",
+                    help="include deploy (Bento build + service smoke test) and monitor (which needs a champion)")
     args = ap.parse_args()
     scales = [s.strip() for s in args.scales.split(",") if s.strip()]
     bad = [s for s in scales if s not in ("tiny", "small", "large")]

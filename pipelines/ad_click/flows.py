@@ -23,10 +23,6 @@ from pipelines.world.population import EPOCH, SCALES
 CASE = "ad_click"
 
 
-def _history(p: dict[str, Any]) -> tuple[int, int]:
-    return 0, SCALES[p["scale"]].days
-
-
 # -- ingest ---------------------------------------------------------------------------------------------
 @step(CASE, "ingest", reads=lambda paths: [], retries=2)
 def ingest(scale: str, seed: int, start_day: int, n_days: int, drift: float = 0.0) -> str:
@@ -187,6 +183,25 @@ def monitor(scale: str, seed: int, start_day: int, n_days: int, drift: float, th
 
 
 # -- the flow -------------------------------------------------------------------------------------------
+def _steps(p: dict[str, Any]) -> core.CaseSteps:
+    """Each step's task with this run's parameters bound."""
+    mon = p["monitor"]
+    return core.CaseSteps(
+        ingest=lambda start, days, drift: run_step(ingest, CASE, "ingest", scale=p["scale"], seed=p["seed"],
+                                                   start_day=start, n_days=days, drift=drift),
+        validate=lambda batch: run_step(validate, CASE, "validate", batch=batch),
+        features=lambda: run_step(features, CASE, "features", ctr_prior=p["ctr_prior"]),
+        materialize=lambda end: submit_step(materialize, CASE, "materialize", end=end),
+        train=lambda: run_step(train, CASE, "train", params=p),
+        evaluate=lambda: run_step(evaluate, CASE, "evaluate"),
+        deploy=lambda: run_step(deploy, CASE, "deploy", **p["deploy"]),
+        # Monitoring always looks at fresh traffic: never served from the cache.
+        monitor=lambda start, days, drift: monitor.with_options(refresh_cache=True)(
+            scale=p["scale"], seed=p["seed"], start_day=start, n_days=days, drift=drift,
+            thresholds=mon["thresholds"]),
+    )
+
+
 def ad_click_flow(steps: list[str] | None = None, scale: str | None = None, seed: int | None = None,
                   drift: float | None = None) -> dict[str, Any]:
     """Run the chosen steps (all by default) in order; returns each step's result."""
@@ -194,49 +209,7 @@ def ad_click_flow(steps: list[str] | None = None, scale: str | None = None, seed
 
     @flow(name=CASE, log_prints=True, validate_parameters=False, task_runner=background_runner())
     def run(steps: list[str], p: dict[str, Any], drift: float) -> dict[str, Any]:
-        start, days = _history(p)
-        out: dict[str, Any] = {}
-        batch = window_batch_id(start, days)
-        if "ingest" in steps:
-            out["ingest"] = batch = run_step(ingest, CASE, "ingest", scale=p["scale"], seed=p["seed"],
-                                             start_day=start, n_days=days)
-        if "validate" in steps:
-            out["validate"] = run_step(validate, CASE, "validate", batch=batch)
-        online = None
-        if "features" in steps:
-            out["features"] = run_step(features, CASE, "features", ctr_prior=p["ctr_prior"])
-            # Only serving reads the online store: fill it in the background while the model trains.
-            online = submit_step(materialize, CASE, "materialize", end=out["features"]["online_until"])
-        if "train" in steps:
-            out["train"] = run_step(train, CASE, "train", params=p)
-        if "evaluate" in steps:
-            out["evaluate"] = run_step(evaluate, CASE, "evaluate")
-        if online is not None:
-            out["materialize"] = online.result()
-        if "deploy" in steps:
-            out["deploy"] = run_step(deploy, CASE, "deploy", **p["deploy"])
-        if "monitor" in steps:
-            mon = p["monitor"]
-            # Monitoring always looks at fresh traffic: never served from the cache.
-            out["monitor"] = monitor.with_options(refresh_cache=True)(
-                scale=p["scale"], seed=p["seed"], start_day=start + days, n_days=mon["days"], drift=drift,
-                thresholds=mon["thresholds"])
-            if out["monitor"]["alarm"] and mon["retrain_on_alarm"]:
-                print(f"drift alarm (share {out['monitor']['drift_share']:.2f}): retraining on the new window")
-                out["retrain"] = _retrain(p, start + days, mon["days"], drift)
-        return out
+        return core.drive(_steps(p), steps, SCALES[p["scale"]].days, p["monitor"], drift)
 
     p = core.case_params(CASE, scale, seed)
     return run(core.chosen_steps(steps), p, p["monitor"]["drift"] if drift is None else drift)
-
-
-def _retrain(p: dict[str, Any], start_day: int, n_days: int, drift: float) -> dict[str, Any]:
-    """Continual learning: land the new window, rebuild features, train, evaluate, deploy if better."""
-    batch = run_step(ingest, CASE, "ingest", scale=p["scale"], seed=p["seed"], start_day=start_day,
-                     n_days=n_days, drift=drift)
-    run_step(validate, CASE, "validate", batch=batch)
-    built = run_step(features, CASE, "features", ctr_prior=p["ctr_prior"])
-    online = submit_step(materialize, CASE, "materialize", end=built["online_until"])
-    run_step(train, CASE, "train", params=p)
-    online.result()
-    return {"evaluate": run_step(evaluate, CASE, "evaluate"), "deploy": run_step(deploy, CASE, "deploy", **p["deploy"])}

@@ -23,13 +23,18 @@ def store(paths: Paths | None = None) -> Any:
     """A FeatureStore on the local SQLite registry and online store under ``paths.feast``."""
     from feast import FeatureStore, RepoConfig
     from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+    from feast.infra.registry.sql import SqlRegistryConfig
 
     paths = paths or Paths.from_env()
     paths.feast.mkdir(parents=True, exist_ok=True)
     config = RepoConfig(
         project="casebook",
         provider="local",
-        registry=str(paths.feast / "registry.db"),
+        # A SQL registry, not the default protobuf file: materialization (in a background process) writes
+        # the registry while training reads it, and a file registry is rewritten in place, so a reader
+        # could see half a file. SQLite serialises them.
+        registry=SqlRegistryConfig(registry_type="sql", path=f"sqlite:///{paths.feast / 'registry.sqlite'}",
+                                cache_ttl_seconds=60),
         online_store=SqliteOnlineStoreConfig(path=str(paths.feast / "online.db")),
         offline_store={"type": "duckdb"},
         entity_key_serialization_version=3,

@@ -8,6 +8,7 @@ how the validated history is read back, and how a challenger becomes the served 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,60 @@ def chosen_steps(steps: list[str] | None) -> list[str]:
     if bad:
         raise ValueError(f"unknown step(s) {bad}; choose from {list(STEPS)}")
     return chosen
+
+
+@dataclass(frozen=True)
+class CaseSteps:
+    """How one case calls each of its steps (its Prefect tasks with the run's parameters bound).
+
+    ``drive`` runs them in the flow set's order, so every case resumes, overlaps materialization with
+    training and retrains on a drift alarm the same way.
+    """
+
+    ingest: Callable[[int, int, float], str]  # (start_day, n_days, drift) -> batch id
+    validate: Callable[[str], Any]
+    features: Callable[[], dict[str, Any]]  # returns "online_until" among its results
+    materialize: Callable[[str], Any]  # submits in the background: returns a future
+    train: Callable[[], Any]
+    evaluate: Callable[[], Any]
+    deploy: Callable[[], Any]
+    monitor: Callable[[int, int, float], dict[str, Any]]  # (start_day, n_days, drift) -> drift result
+
+
+def drive(s: CaseSteps, steps: list[str], history_days: int, monitor: dict[str, Any], drift: float
+          ) -> dict[str, Any]:
+    """Run the chosen steps in order over the history window ``[0, history_days)``; returns each result."""
+    out: dict[str, Any] = {}
+    batch = window_batch_id(0, history_days)
+    if "ingest" in steps:
+        out["ingest"] = batch = s.ingest(0, history_days, 0.0)
+    if "validate" in steps:
+        out["validate"] = s.validate(batch)
+    online = None
+    if "features" in steps:
+        out["features"] = s.features()
+        # Only serving reads the online store: fill it in the background while the model trains.
+        online = s.materialize(out["features"]["online_until"])
+    if "train" in steps:
+        out["train"] = s.train()
+    if "evaluate" in steps:
+        out["evaluate"] = s.evaluate()
+    if online is not None:
+        out["materialize"] = online.result()
+    if "deploy" in steps:
+        out["deploy"] = s.deploy()
+    if "monitor" in steps:
+        out["monitor"] = s.monitor(history_days, monitor["days"], drift)
+        if out["monitor"]["alarm"] and monitor["retrain_on_alarm"]:
+            print(f"drift alarm (share {out['monitor']['drift_share']:.2f}): retraining on the new window")
+            out["retrain"] = retrain(s, history_days, monitor["days"], drift)
+    return out
+
+
+def retrain(s: CaseSteps, start_day: int, n_days: int, drift: float) -> dict[str, Any]:
+    """Continual learning: land the new window, rebuild features, train, evaluate, deploy if better."""
+    s.validate(s.ingest(start_day, n_days, drift))
+    online = s.materialize(s.features()["online_until"])
+    s.train()
+    online.result()
+    return {"evaluate": s.evaluate(), "deploy": s.deploy()}

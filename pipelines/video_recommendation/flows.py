@@ -405,6 +405,29 @@ def _params(scale: str | None, seed: int | None, source: str | None, interaction
     return p
 
 
+def _steps(p: dict[str, Any]) -> core.CaseSteps:
+    """Each step's task with this run's parameters bound."""
+
+    def monitor_window(start: int, days: int, drift: float) -> dict[str, Any]:
+        if p["source"] != "simulator":
+            raise ValueError("monitor scores the next simulated window; with a file source, land the new "
+                             "window as another file instead (`--source file --interactions NEW`)")
+        # Monitoring always looks at fresh traffic: never served from the cache.
+        return monitor.with_options(refresh_cache=True)(p=p, start_day=start, n_days=days, drift=drift)
+
+    return core.CaseSteps(
+        ingest=lambda start, days, drift: run_step(ingest, CASE, "ingest", p=p, start_day=start, n_days=days,
+                                                   drift=drift),
+        validate=lambda batch: run_step(validate, CASE, "validate", batch=batch),
+        features=lambda: run_step(features, CASE, "features", prior=p["engagement_prior"]),
+        materialize=lambda end: submit_step(materialize, CASE, "materialize", end=end),
+        train=lambda: run_step(train, CASE, "train", p=p),
+        evaluate=lambda: run_step(evaluate, CASE, "evaluate"),
+        deploy=lambda: run_step(deploy, CASE, "deploy", **p["deploy"]),
+        monitor=monitor_window,
+    )
+
+
 def video_recommendation_flow(steps: list[str] | None = None, scale: str | None = None, seed: int | None = None,
                               drift: float | None = None, source: str | None = None,
                               interactions: Path | None = None, items: Path | None = None) -> dict[str, Any]:
@@ -413,51 +436,10 @@ def video_recommendation_flow(steps: list[str] | None = None, scale: str | None 
 
     @flow(name=CASE, log_prints=True, validate_parameters=False, task_runner=background_runner())
     def run(steps: list[str], p: dict[str, Any], drift: float) -> dict[str, Any]:
-        start, days = 0, SCALES[p["scale"]].days
-        out: dict[str, Any] = {}
-        batch = window_batch_id(start, days)
-        if "ingest" in steps:
-            out["ingest"] = batch = run_step(ingest, CASE, "ingest", p=p, start_day=start, n_days=days)
-        if "validate" in steps:
-            out["validate"] = run_step(validate, CASE, "validate", batch=batch)
-        online = None
-        if "features" in steps:
-            out["features"] = run_step(features, CASE, "features", prior=p["engagement_prior"])
-            # Only serving reads the online store: fill it in the background while the models train.
-            online = submit_step(materialize, CASE, "materialize", end=out["features"]["online_until"])
-        if "train" in steps:
-            out["train"] = run_step(train, CASE, "train", p=p)
-        if "evaluate" in steps:
-            out["evaluate"] = run_step(evaluate, CASE, "evaluate")
-        if online is not None:
-            out["materialize"] = online.result()
-        if "deploy" in steps:
-            out["deploy"] = run_step(deploy, CASE, "deploy", **p["deploy"])
-        if "monitor" in steps:
-            if p["source"] != "simulator":
-                raise ValueError("monitor scores the next simulated window; with a file source, land the new "
-                                 "window as another file instead (`--source file --interactions NEW`)")
-            # Monitoring always looks at fresh traffic: never served from the cache.
-            out["monitor"] = monitor.with_options(refresh_cache=True)(
-                p=p, start_day=start + days, n_days=p["monitor"]["days"], drift=drift)
-            if out["monitor"]["alarm"] and p["monitor"]["retrain_on_alarm"]:
-                print(f"drift alarm (share {out['monitor']['drift_share']:.2f}): retraining on the new window")
-                out["retrain"] = _retrain(p, start + days, p["monitor"]["days"], drift)
-        return out
+        return core.drive(_steps(p), steps, SCALES[p["scale"]].days, p["monitor"], drift)
 
     p = _params(scale, seed, source, interactions, items)
     chosen = core.chosen_steps(steps)
     if steps is None and p["source"] == "file":
         chosen.remove("monitor")
     return run(chosen, p, p["monitor"]["drift"] if drift is None else drift)
-
-
-def _retrain(p: dict[str, Any], start_day: int, n_days: int, drift: float) -> dict[str, Any]:
-    """Continual learning: land the new window, rebuild features, retrain, evaluate, deploy if better."""
-    batch = run_step(ingest, CASE, "ingest", p=p, start_day=start_day, n_days=n_days, drift=drift)
-    run_step(validate, CASE, "validate", batch=batch)
-    built = run_step(features, CASE, "features", prior=p["engagement_prior"])
-    online = submit_step(materialize, CASE, "materialize", end=built["online_until"])
-    run_step(train, CASE, "train", p=p)
-    online.result()
-    return {"evaluate": run_step(evaluate, CASE, "evaluate"), "deploy": run_step(deploy, CASE, "deploy", **p["deploy"])}

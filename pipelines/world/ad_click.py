@@ -23,9 +23,8 @@ from pipelines.world.population import (
     COUNTRIES,
     EPOCH,
     N_INTERESTS,
-    Population,
     Scale,
-    make_population,
+    World,
     public_users,
     zipf_weights,
 )
@@ -43,15 +42,8 @@ ATTRIBUTION_SECONDS = 600
 
 
 @dataclass
-class AdClickWorld:
+class AdClickWorld(World):
     """A deterministic ad platform for one seed and scale."""
-
-    seed: int
-    scale: Scale
-
-    @cached_property
-    def population(self) -> Population:
-        return make_population(self.scale.n_users, self.seed, window_days=self.scale.days + 7)
 
     @cached_property
     def ads(self) -> pd.DataFrame:

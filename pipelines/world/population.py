@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -95,3 +96,16 @@ def public_users(pop: Population) -> pd.DataFrame:
     """The user table a platform would log: no latent columns."""
     cols = ["user_id", "signup_ts", "age", "gender", "country", "language"]
     return pop.users[cols].copy()
+
+
+@dataclass
+class World:
+    """A seeded world at one scale on the shared population; each case's world extends it with items."""
+
+    seed: int
+    scale: Scale
+
+    @cached_property
+    def population(self) -> Population:
+        """The same seed gives the same users in every case's world."""
+        return make_population(self.scale.n_users, self.seed, window_days=self.scale.days + 7)

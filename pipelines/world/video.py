@@ -39,9 +39,7 @@ from pipelines.world.population import (
     EPOCH,
     LANGUAGE_OF,
     N_INTERESTS,
-    Population,
-    Scale,
-    make_population,
+    World,
     public_users,
     zipf_weights,
 )
@@ -118,16 +116,8 @@ class _Videos:
 
 
 @dataclass
-class VideoWorld:
+class VideoWorld(World):
     """A deterministic video platform for one seed and scale, on the shared user population."""
-
-    seed: int
-    scale: Scale
-
-    @cached_property
-    def population(self) -> Population:
-        # The same arguments as AdClickWorld, so a seed gives the same users in both cases.
-        return make_population(self.scale.n_users, self.seed, window_days=self.scale.days + 7)
 
     @cached_property
     def _languages(self) -> np.ndarray:

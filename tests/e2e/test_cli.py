@@ -35,6 +35,11 @@ def test_help_lists_the_commands_in_a_fresh_process() -> None:
     (["run", "ad_click", "--drift", "2"], "less than or equal to 1"),
     (["run", "ad_click", "--step", "bake"], "bake"),
     (["run", "ad_click", "--seed", "-1"], "greater than or equal to 0"),
+    (["run", "ad_click", "--source", "file"], "need a case study that reads files"),
+    (["run", "video_recommendation", "--source", "kafka"], "kafka"),
+    (["run", "video_recommendation", "--interactions", "/nonexistent/log.csv"], "does not exist"),
+    (["run", "video_recommendation", "--source", "file"], "needs an interactions file"),
+    (["run", "video_recommendation", "--items", "/nonexistent/items.csv"], "--items only goes with"),
 ])
 def test_bad_arguments_exit_2_with_a_message(args: list[str], message: str) -> None:
     result = runner.invoke(app, args)
