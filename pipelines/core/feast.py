@@ -68,6 +68,15 @@ def materialize(fs: Any, views: list[str], end: datetime) -> None:
     fs.materialize(start_date=datetime(2000, 1, 1), end_date=end, feature_views=views)
 
 
+ROW = "__casebook_row"
+
+
 def historical(fs: Any, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:
-    """Point-in-time-correct features for each entity row as of its ``event_timestamp``."""
-    return fs.get_historical_features(entity_df=entity_df, features=fs.get_feature_service(service)).to_df()
+    """Point-in-time-correct features for each entity row as of its ``event_timestamp``, in its order.
+
+    The offline store returns rows in whatever order its parallel join produced; training batches are
+    drawn by row position, so the entity frame's order is restored to keep runs reproducible.
+    """
+    rows = entity_df.assign(**{ROW: range(len(entity_df))})
+    out = fs.get_historical_features(entity_df=rows, features=fs.get_feature_service(service)).to_df()
+    return out.sort_values(ROW, kind="stable").drop(columns=ROW).reset_index(drop=True)
