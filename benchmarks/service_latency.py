@@ -109,7 +109,8 @@ class Connection:
             self.reader = self.writer = None
 
 
-async def _load(url: str, payloads: list[dict[str, Any]], concurrency: int) -> tuple[list[float], int, float, float]:
+async def _load(url: str, payloads: list[dict[str, Any]], concurrency: int, route: str = "/rank"
+                ) -> tuple[list[float], int, float, float]:
     """``concurrency`` clients each sending its next request as soon as the previous one answered.
 
     Returns the latencies, the error count, the wall time and the client's own CPU ms per request.
@@ -123,7 +124,7 @@ async def _load(url: str, payloads: list[dict[str, Any]], concurrency: int) -> t
         nonlocal errors
         for body in queue:
             start = time.perf_counter()
-            status = await conn.post("/rank", body)
+            status = await conn.post(route, body)
             latencies.append(time.perf_counter() - start)
             errors += status != 200
 
