@@ -15,16 +15,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import bentoml
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipelines.core import api as core_api
 from pipelines.core import feast as core_feast
 from pipelines.core import registry
 from pipelines.core.online import OnlineReader
-from pipelines.core.settings import ConfigError, Paths, apply_privacy_defaults, load_params
+from pipelines.core.settings import ConfigError, Paths, apply_privacy_defaults
 
 CASE = "ad_click"
 FEATURE_SERVICE = "ad_click_v1"
@@ -34,17 +35,8 @@ SCORING_POSITION = 1
 
 
 def serving_params(paths: Paths | None = None) -> dict[str, int]:
-    """``ad_click.serving`` from params.yaml over the defaults; no params file means the defaults."""
-    paths = paths or Paths.from_env()
-    section = load_params(CASE, paths).get("serving") if paths.params_file.exists() else None
-    out = dict(SERVING_DEFAULTS)
-    for key, value in (section or {}).items():
-        if key not in out:
-            raise ConfigError(f"unknown key ad_click.serving.{key} in {paths.params_file}; "
-                              f"allowed: {sorted(out)}")
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"ad_click.serving.{key} must be a positive integer, got {value!r}")
-        out[key] = value
+    """``ad_click.serving`` from params.yaml over the defaults, checked."""
+    out = core_api.serving_params(CASE, SERVING_DEFAULTS, paths)
     if out["default_k"] > out["max_candidates"]:
         raise ConfigError("ad_click.serving.default_k must not exceed max_candidates")
     return out
@@ -52,8 +44,7 @@ def serving_params(paths: Paths | None = None) -> dict[str, int]:
 
 SERVING = serving_params()
 MAX_CANDIDATES = SERVING["max_candidates"]
-Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
-"""Feast entity keys are int64: a larger id would fail inside the store, so it is a 400 here."""
+Id = core_api.EntityId
 
 
 class RankRequest(BaseModel):
@@ -164,26 +155,6 @@ def _excluded(ad: dict[str, Any], user: dict[str, Any]) -> bool:
     return (ad["min_age"] is not None and ad["min_age"] > age) or (ad["max_age"] is not None and ad["max_age"] < age)
 
 
-class ReadyzWithTag:
-    """BentoML owns ``GET /readyz`` (plain 200, empty body); answer it with the model tag once loaded."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == "/readyz" and scope["method"] in ("GET", "HEAD"):
-            try:
-                ranker = getattr(bentoml.get_current_service(), "ranker", None)
-            except bentoml.exceptions.BentoMLException:  # not instantiated yet: BentoML answers 503
-                ranker = None
-            if ranker is not None:
-                from starlette.responses import JSONResponse
-
-                await JSONResponse({"status": "ready", "model_tag": ranker.tag})(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 @bentoml.service(
     name=CASE,
     http={"host": "127.0.0.1", "port": 3000},
@@ -200,12 +171,13 @@ class AdClick:
         # One request scores ~100 rows: intra-op threads only contend with the other workers for the cores.
         torch.set_num_threads(1)
         self.ranker = Ranker.from_registry()
+        self.model_tag = self.ranker.tag  # what /readyz answers with
         self.ranker.rank(0, [0], hour=0)  # unknown pair: warms the model and SQLite before traffic
 
     def __is_ready__(self) -> bool:
         return self.ranker is not None
 
-    # ``async def`` on purpose, although the body never awaits: a request is ~4 ms of GIL-bound Python on
+    # ``async def`` on purpose, although the body never awaits: a request is ~5 ms of GIL-bound Python on
     # a local SQLite read, so BentoML's thread pool (what a plain ``def`` gets) adds two thread hand-offs
     # and GIL contention per request and no parallelism; measured, it doubles latency under load. With a
     # remote online store (Redis, Postgres) make this a plain ``def`` so network waits overlap.
@@ -216,4 +188,4 @@ class AdClick:
         return self.ranker.rank(user_id, candidate_ad_ids, device=device, hour=hour, k=k)
 
 
-AdClick.add_asgi_middleware(ReadyzWithTag)  # type: ignore[attr-defined]  # a bentoml Service at runtime
+AdClick.add_asgi_middleware(core_api.ReadyzWithTag)  # type: ignore[attr-defined]  # a bentoml Service at runtime
