@@ -174,7 +174,7 @@ def train(p: dict[str, Any]) -> str:
                         "ranker_positives": int(frame["positive"].sum())}, "params": p}
     write_parquet(lists, paths.work(CASE) / "test_lists.parquet")
     write_parquet(reference, paths.work(CASE) / "reference.parquet")
-    metrics = _evaluate_lists(lists, interactions, catalog, test_start, p["k"])
+    metrics = _evaluate_lists(lists, interactions, recommender.seen, catalog, test_start, p["k"])
     tag = registry.save(CASE, recommender, metrics=metrics, lineage=lineage)
     write_json({"tag": tag, "metrics": metrics, "ann": ann, "lineage": lineage}, paths.work(CASE) / "challenger.json")
     record_outputs(paths, CASE, "train", [paths.work(CASE) / "challenger.json"])
@@ -219,7 +219,7 @@ def _test_lists(recommender: Any, interactions: pd.DataFrame, videos: pd.DataFra
     and the scored candidate frame of the test window (monitoring's reference)."""
     from pipelines.video_recommendation.model import Oracle
 
-    k, exclude = p["k"], _seen(interactions, test_start)
+    k, exclude = p["k"], recommender.seen
     frame = _labelled_candidates(recommender, interactions, users, test_start, fetch)
     test_users = np.sort(frame["user_id"].unique())
     systems = dict(recommender.generators)
@@ -246,22 +246,19 @@ def _scored_impressions(recommender: Any, log: pd.DataFrame, videos: pd.DataFram
     What monitoring compares: the test window's (the reference) against the next window's. Both are what
     the platform logged, so a shift means users, videos or behaviour moved.
     """
-    from pipelines.video_recommendation.recommender import RANKER_NUMERIC, request_features
+    from pipelines.video_recommendation.recommender import ranker_inputs
 
     rows = log[["user_id", "video_id", "event_timestamp", "positive"]].merge(
         videos[["video_id", "category"]], on="video_id", how="left")
-    frame = fetch(rows)
-    frame[RANKER_NUMERIC] = frame[RANKER_NUMERIC].apply(pd.to_numeric, errors="coerce")
-    frame = request_features(frame, recommender.generators, videos, users)
+    frame = ranker_inputs(rows, fetch, recommender.generators, videos, users)
     return frame.assign(prediction=recommender.ranker.predict(frame))
 
 
-def _evaluate_lists(lists: pd.DataFrame, interactions: pd.DataFrame, catalog: pd.DataFrame,
-                    test_start: pd.Timestamp, k: int) -> dict[str, Any]:
+def _evaluate_lists(lists: pd.DataFrame, interactions: pd.DataFrame, exclude: dict[int, set[int]],
+                    catalog: pd.DataFrame, test_start: pd.Timestamp, k: int) -> dict[str, Any]:
     """Ranking metrics of each system against the test window's new positives."""
     from pipelines.core.ranking import ranking_report
 
-    exclude = _seen(interactions, test_start)
     test = interactions[(interactions["event_timestamp"] >= test_start) & (interactions["positive"] == 1)]
     relevant = {int(u): set(v.tolist()) - exclude.get(int(u), set()) for u, v in test.groupby("user_id")["video_id"]}
     category = dict(zip(catalog["video_id"].tolist(), catalog["category"].tolist(), strict=True))

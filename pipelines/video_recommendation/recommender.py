@@ -39,6 +39,15 @@ def request_features(pairs: pd.DataFrame, generators: dict[str, CandidateGenerat
     return out
 
 
+def ranker_inputs(rows: pd.DataFrame, features: Features, generators: dict[str, CandidateGenerator],
+                  videos: pd.DataFrame, users: pd.DataFrame | None) -> pd.DataFrame:
+    """Entity rows with every ranker input: Feast's features, then the request-time ones."""
+    frame = features(rows)
+    # Online reads arrive as Python objects (None for missing): numbers for the trees, NaN for missing.
+    frame[RANKER_NUMERIC] = frame[RANKER_NUMERIC].apply(pd.to_numeric, errors="coerce")
+    return request_features(frame, generators, videos, users)
+
+
 @dataclass
 class TwoStageRecommender:
     """Generators propose, the ranker orders, ``rerank`` finishes the list. Picklable."""
@@ -74,10 +83,7 @@ class TwoStageRecommender:
         stages = cands.groupby(["user_id", "video_id"], sort=False)["stage"].agg(",".join).reset_index()
         pairs = stages.merge(self.videos[["video_id", "category", "upload_ts"]], on="video_id", how="left")
         pairs["event_timestamp"] = at
-        frame = features(pairs)
-        # Online reads arrive as Python objects (None for missing): numbers for the trees, NaN for missing.
-        frame[RANKER_NUMERIC] = frame[RANKER_NUMERIC].apply(pd.to_numeric, errors="coerce")
-        return request_features(frame, self.generators, self.videos, users)
+        return ranker_inputs(pairs, features, self.generators, self.videos, users)
 
     def recommend(self, user_ids: np.ndarray, k: int, at: pd.Timestamp, features: Features,
                   users: pd.DataFrame | None = None, exclude: dict[int, set[int]] | None = None) -> pd.DataFrame:
