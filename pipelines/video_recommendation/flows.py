@@ -122,10 +122,13 @@ def _offline_features(fs: Any) -> Any:
     """Feature access for offline use: Feast's point-in-time join, as of each row's event_timestamp."""
     from pipelines.core import feast
 
-    def fetch(rows: pd.DataFrame) -> pd.DataFrame:
-        keys = rows[["user_id", "video_id", "category", "event_timestamp"]].fillna({"category": "unknown"})
-        got = feast.historical(fs, keys, feats.SERVICE)
-        return rows.merge(got.drop(columns=["category"]), on=["user_id", "video_id", "event_timestamp"], how="left")
+    def fetch(rows: dict[str, Any]) -> dict[str, Any]:
+        keys = pd.DataFrame({c: rows[c] for c in ("user_id", "video_id", "category", "event_timestamp")},
+                            index=pd.RangeIndex(len(rows["user_id"])))
+        got = feast.historical(fs, keys.fillna({"category": "unknown"}), feats.SERVICE)
+        if len(got) != len(keys):
+            raise RuntimeError(f"Feast returned {len(got)} feature rows for {len(keys)} entity rows")
+        return {c: got[c] for c in got.columns if c not in keys}  # historical keeps the entity rows' order
 
     return fetch
 
@@ -246,11 +249,14 @@ def _scored_impressions(recommender: Any, log: pd.DataFrame, videos: pd.DataFram
     What monitoring compares: the test window's (the reference) against the next window's. Both are what
     the platform logged, so a shift means users, videos or behaviour moved.
     """
-    from pipelines.video_recommendation.recommender import ranker_inputs
+    from pipelines.video_recommendation.model import _ns
+    from pipelines.video_recommendation.recommender import VideoLookup, ranker_inputs
 
     rows = log[["user_id", "video_id", "event_timestamp", "positive"]].merge(
         videos[["video_id", "category"]], on="video_id", how="left")
-    frame = ranker_inputs(rows, fetch, recommender.generators, videos, users)
+    cols = ranker_inputs({c: rows[c] for c in rows.columns}, fetch, recommender.generators, VideoLookup.of(videos),
+                         users, _ns(rows["event_timestamp"]))
+    frame = pd.DataFrame(cols, index=rows.index)
     return frame.assign(prediction=recommender.ranker.predict(frame))
 
 

@@ -18,6 +18,7 @@ import bisect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
@@ -86,13 +87,32 @@ NAT = np.iinfo(np.int64).min
 """What ``_ns`` gives for a missing timestamp."""
 
 
-def _ns(ts: pd.Series | pd.Timestamp) -> np.ndarray | int:
-    """UTC nanoseconds since the epoch (NAT where missing), for cheap comparisons whatever the column's unit."""
+def _ns(ts: Any) -> np.ndarray | int:
+    """UTC nanoseconds since the epoch (NAT where missing), for cheap comparisons whatever the column's unit.
+
+    Takes a Timestamp, a Series, a numpy ``datetime64`` array (read as UTC) or anything ``pd.to_datetime`` reads.
+    """
     if isinstance(ts, pd.Timestamp):
         return int(ts.value)
+    if isinstance(ts, np.ndarray) and ts.dtype.kind == "M":
+        return ts.astype("datetime64[ns]").view(np.int64)
+    if not isinstance(ts, pd.Series):
+        ts = pd.Series(ts)
     if not (isinstance(ts.dtype, pd.DatetimeTZDtype) or ts.dtype.kind == "M"):
         ts = pd.to_datetime(ts, utc=True)
     return ts.array.as_unit("ns").asi8
+
+
+def as_floats(values: Any) -> np.ndarray:
+    """Numbers as a float array, NaN where missing: ``None`` from online reads, ``pd.NA`` from nullable columns."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
+        return values.astype(float)
+    if not isinstance(values, pd.Series):
+        try:
+            return np.asarray(values, dtype=float)  # a list with None: NaN there
+        except (TypeError, ValueError):
+            values = pd.Series(list(values), dtype=object)
+    return pd.to_numeric(values, errors="coerce").to_numpy(float, na_value=np.nan)
 
 
 def _positions(catalog: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -693,14 +713,27 @@ class Ranker:
     on VideoWorld these beat the usual 0.05 / 31 leaves / 50 per leaf by 4-6% recall@10. One thread:
     on the shared 2-core machine two were 3x slower."""
 
-    def _matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
-        missing = [c for c in self.features if c not in frame]
+    def _matrix(self, rows: Mapping[str, Any]) -> np.ndarray:
+        """The (rows, features) float matrix LightGBM reads: numbers, NaN for missing, category codes.
+
+        One encoding for training, batch scoring and a single request: LightGBM's own pandas path does
+        the same (categories to codes, unknown to NaN) but costs milliseconds of bookkeeping per call.
+        """
+        missing = [c for c in self.features if c not in rows]
         if missing:
             raise ValueError(f"ranker input lacks feature columns {missing}")
-        x = frame[self.features].copy()
-        for c in self.categorical:
-            x[c] = pd.Categorical(x[c].astype(str).where(x[c].notna()), categories=self.categories[c])
-        return x
+        return np.column_stack([self._codes(c, rows[c]) if c in self.categories else as_floats(rows[c])
+                                for c in self.features])
+
+    def _codes(self, name: str, values: Any) -> np.ndarray:
+        """Index of each value among the training categories; NaN for missing or never-seen values."""
+        codes = self._category_index[name].get_indexer(np.asarray(values, dtype=object)).astype(float)
+        codes[codes < 0] = np.nan  # None, NaN and unseen values are not in the index
+        return codes
+
+    @cached_property
+    def _category_index(self) -> dict[str, pd.Index]:
+        return {c: pd.Index(cats, dtype=object) for c, cats in self.categories.items()}
 
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None = None, label: str = "positive",
             group: str = "user_id") -> Ranker:
@@ -710,6 +743,7 @@ class Ranker:
         if self.objective not in ("lambdarank", "binary"):
             raise ValueError(f"objective must be 'lambdarank' or 'binary', got {self.objective!r}")
         self.categories = {c: sorted(train[c].dropna().astype(str).unique()) for c in self.categorical}
+        self.__dict__.pop("_category_index", None)  # refit: new categories
         cfg = self.DEFAULTS | self.params
         rounds, stop = cfg.pop("num_boost_round"), cfg.pop("early_stopping_rounds")
         cfg |= {"objective": self.objective, "seed": self.seed, "deterministic": True, "verbose": -1}
@@ -722,8 +756,8 @@ class Ranker:
             frame = frame.sort_values(group, kind="stable")
             sizes = frame.groupby(group, sort=False).size().to_numpy() if self.objective == "lambdarank" else None
             return lgb.Dataset(self._matrix(frame), frame[label].to_numpy(), group=sizes,
-                               categorical_feature=self.categorical or "auto", reference=reference,
-                               free_raw_data=False)
+                               feature_name=self.features, categorical_feature=self.categorical or "auto",
+                               reference=reference, free_raw_data=False)
 
         dtrain = dataset(train)
         sets, callbacks = [dtrain], []
@@ -733,11 +767,14 @@ class Ranker:
         self.booster = lgb.train(cfg, dtrain, num_boost_round=rounds, valid_sets=sets, callbacks=callbacks)
         return self
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """A ranking score per row (higher is better; a probability for the binary objective)."""
+    def predict(self, rows: Mapping[str, Any]) -> np.ndarray:
+        """A ranking score per row (higher is better; a probability for the binary objective).
+
+        ``rows`` is a DataFrame or any column mapping (e.g. a request's ``Columns``).
+        """
         if self.booster is None:
             raise RuntimeError("Ranker.predict called before fit")
-        return self.booster.predict(self._matrix(frame), num_iteration=self.booster.best_iteration or None)
+        return self.booster.predict(self._matrix(rows), num_iteration=self.booster.best_iteration or None)
 
 
 # ----- stage 3: re-ranking
@@ -752,9 +789,9 @@ def _cumcount(groups: np.ndarray) -> np.ndarray:
     return out
 
 
-def rerank(candidates: pd.DataFrame, k: int, at: pd.Timestamp, freshness_weight: float = 0.3,
+def rerank(candidates: Mapping[str, Any], k: int, at: pd.Timestamp, freshness_weight: float = 0.3,
            max_per_category: int = 3, exclude: dict[int, set[int]] | None = None,
-           freshness_half_life_days: float = 2.0) -> pd.DataFrame:
+           freshness_half_life_days: float = 2.0) -> dict[str, np.ndarray]:
     """Final top ``k`` per user from scored candidates (user_id, video_id, score, stage, upload_ts, category).
 
     - drops videos in ``exclude`` (already watched) and merges duplicates: a video several generators
@@ -764,26 +801,27 @@ def rerank(candidates: pd.DataFrame, k: int, at: pd.Timestamp, freshness_weight:
     - caps each category at ``max_per_category`` videos, filling the list from the capped ones only when
       too few other candidates are left (diversity without returning fewer than ``k``); videos of
       unknown category are never capped together.
-    Returns the input columns plus ``rerank_score`` and ``rank`` (1..k), ordered by user and rank.
-    Plain numpy on arrays: one user's few hundred candidates take well under a millisecond.
+    ``candidates`` is a DataFrame or a column mapping. Returns user_id, video_id, score, stage, category,
+    ``rerank_score`` and ``rank`` (1..k) as arrays, ordered by user and rank. Plain numpy: one user's few
+    hundred candidates take well under a millisecond.
     """
     cols = ["user_id", "video_id", "score", "stage", "upload_ts", "category"]
     missing = [c for c in cols if c not in candidates]
     if missing:
         raise ValueError(f"rerank candidates lack columns {missing}")
-    c = candidates
-    user, video = c["user_id"].to_numpy(np.int64), c["video_id"].to_numpy(np.int64)
-    score = c["score"].to_numpy(float)
-    keep = np.ones(len(c), bool)
+    c = {name: np.asarray(candidates[name]) for name in cols if name != "upload_ts"}
+    user, video = c["user_id"].astype(np.int64), c["video_id"].astype(np.int64)
+    score = c["score"].astype(float)
+    keep = np.ones(len(user), bool)
     if exclude:
         keep = np.array([v not in exclude.get(u, ()) for u, v in zip(user.tolist(), video.tolist(), strict=True)],
                         dtype=bool)
     # Duplicates: the best-scoring row of each (user, video) stays, with the union of the stages as a bitmask.
-    stage_code, stage_names = pd.factorize(c["stage"].to_numpy(), sort=True)
+    stage_code, stage_names = pd.factorize(c["stage"], sort=True)
     rows = np.flatnonzero(keep)
     if not len(rows):
-        return c.iloc[:0].assign(rerank_score=pd.Series(dtype=float), rank=pd.Series(dtype=np.int64)).reset_index(
-            drop=True)
+        return {name: values[:0] for name, values in c.items()} | {"rerank_score": np.empty(0),
+                                                                  "rank": np.empty(0, np.int64)}
     rows = rows[np.lexsort((-score[rows], video[rows], user[rows]))]
     first = np.r_[True, (user[rows][1:] != user[rows][:-1]) | (video[rows][1:] != video[rows][:-1])]
     masks = np.bitwise_or.reduceat(np.left_shift(1, stage_code[rows]).astype(np.int64), np.flatnonzero(first))
@@ -794,13 +832,13 @@ def rerank(candidates: pd.DataFrame, k: int, at: pd.Timestamp, freshness_weight:
     mean = np.bincount(u_code, score[rows]) / u_count
     std = np.sqrt(np.maximum(np.bincount(u_code, score[rows] ** 2) / u_count - mean**2, 0.0))
     z = (score[rows] - mean[u_code]) / np.where(std[u_code] > 1e-12, std[u_code], 1.0)
-    upload = _ns(c["upload_ts"])[rows]
+    upload = _ns(candidates["upload_ts"])[rows]
     age_days = np.clip((_ns(at) - upload) / 86_400e9, 0, None)
     fresh = np.where(upload == NAT, 0.0, 0.5 ** (age_days / freshness_half_life_days))  # unknown upload: no boost
     final = z + freshness_weight * fresh
     # Category cap: rank within (user, category) by the final score; over-cap rows go after all others.
     by_score = np.lexsort((-final, u_code))
-    cat_code = pd.factorize(c["category"].to_numpy()[rows])[0]
+    cat_code = pd.factorize(c["category"][rows])[0]
     unknown = cat_code < 0
     cat_code[unknown] = cat_code.max() + 1 + np.arange(unknown.sum())  # unknown categories are never capped together
     nth = np.empty(len(rows), np.int64)
@@ -808,6 +846,7 @@ def rerank(candidates: pd.DataFrame, k: int, at: pd.Timestamp, freshness_weight:
     order = np.lexsort((-final, nth >= max_per_category, u_code))
     order = order[_cumcount(u_code[order]) < k]
     take = rows[order]
-    return pd.DataFrame({col: c[col].array.take(take) for col in c.columns} | {
-        "stage": [names[m] for m in masks[order].tolist()], "rerank_score": final[order],
-        "rank": _cumcount(u_code[order]) + 1})
+    return {name: values[take] for name, values in c.items()} | {
+        "stage": np.array([names[m] for m in masks[order].tolist()], object), "rerank_score": final[order],
+        "rank": _cumcount(u_code[order]) + 1}
+

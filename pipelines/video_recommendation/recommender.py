@@ -1,51 +1,87 @@
 """The served two-stage recommender: candidate generation -> ranking -> re-ranking, as one object.
 
-The same ``recommend`` code runs in the evaluate step (features from Feast's offline store as of the test
-time) and in the service (features from Feast's online store), so offline metrics measure what ships.
-Feature access is a callable the caller passes in; everything else is state saved with the model.
+The same code runs in the evaluate step (features from Feast's offline store as of the test time, many
+users at once) and in the service (features from Feast's online store, one user), so offline metrics
+measure what ships. Feature access is a callable the caller passes in; everything else is state saved
+with the model.
+
+Candidates travel as ``Columns`` (column name -> one array per row), not DataFrames: a request holds one
+user's ~200 candidates, where each pandas operation costs ~0.1-1 ms of bookkeeping and the models
+themselves take well under a millisecond. Batch callers wrap the result in a DataFrame
+(``candidate_frame``, ``rank``); the single-user path (``recommend``) never builds one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipelines.video_recommendation.features import RANKER_CATEGORICAL, RANKER_NUMERIC
-from pipelines.video_recommendation.model import CandidateGenerator, Ranker, rerank
+from pipelines.video_recommendation.model import NAT, CandidateGenerator, Ranker, _ns, as_floats, rerank
 
 SCORED_BY = ("popular", "trending", "demographic_popular", "als", "two_tower")
 """Every generator scores every candidate pair, whoever proposed it: the ranker learns how far to trust each."""
 REQUEST_FEATURES = [f"{g}_score" for g in SCORED_BY] + ["video_age_days"]
 RANKER_FEATURES = RANKER_NUMERIC + REQUEST_FEATURES + RANKER_CATEGORICAL
-Features = Callable[[pd.DataFrame], pd.DataFrame]
-"""Takes entity rows (user_id, video_id, category, event_timestamp); returns them with the Feast features."""
+Columns = dict[str, Any]
+"""Column name -> one value per row (numpy array, list or Series); ``event_timestamp`` may be one scalar."""
+Features = Callable[[Columns], Mapping[str, Any]]
+"""Takes entity columns (user_id, video_id, category, event_timestamp); returns the Feast feature columns,
+one value per entity row in the same order."""
+RESULT = ("user_id", "video_id", "score", "stage", "rank")
 
 
-def request_features(pairs: pd.DataFrame, generators: dict[str, CandidateGenerator], videos: pd.DataFrame,
-                     users: pd.DataFrame | None) -> pd.DataFrame:
-    """Add the features known only at request time: generator scores of the pair and the video's age."""
-    out = pairs.copy()
-    for name in SCORED_BY:
-        if name in generators:
-            out[f"{name}_score"] = generators[name].score_pairs(out["user_id"].to_numpy(), out["video_id"].to_numpy(),
-                                                                users=users)
-    upload = out["video_id"].map(videos.set_index("video_id")["upload_ts"])
-    out["video_age_days"] = (pd.to_datetime(out["event_timestamp"], utc=True)
-                             - pd.to_datetime(upload, utc=True)).dt.total_seconds() / 86_400
+@dataclass(frozen=True)
+class VideoLookup:
+    """Per-video attributes as arrays sorted by id: re-ranking and request features look them up by id."""
+
+    video_ids: np.ndarray
+    upload_ts: np.ndarray  # datetime64[ns], UTC
+    category: np.ndarray  # object; None where unknown
+
+    @classmethod
+    def of(cls, videos: pd.DataFrame) -> VideoLookup:
+        v = videos.sort_values("video_id")
+        upload = pd.to_datetime(v["upload_ts"], utc=True).dt.tz_convert(None).to_numpy("datetime64[ns]")
+        return cls(v["video_id"].to_numpy(np.int64), upload,
+                   v["category"].astype(object).where(v["category"].notna(), None).to_numpy(object))
+
+    def rows(self, video_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Position of each id in the catalog and whether it is there at all."""
+        pos = np.searchsorted(self.video_ids, video_ids).clip(0, max(0, len(self.video_ids) - 1))
+        return pos, self.video_ids[pos] == video_ids if len(self.video_ids) else np.zeros(len(video_ids), bool)
+
+    def attributes(self, video_ids: np.ndarray) -> Columns:
+        """``category`` and ``upload_ts`` of each id (None / NaT for an id outside the catalog)."""
+        pos, known = self.rows(video_ids)
+        upload = np.where(known, self.upload_ts[pos], np.datetime64("NaT", "ns"))
+        category = np.where(known, self.category[pos], None) if len(video_ids) else np.empty(0, object)
+        return {"category": category, "upload_ts": upload}
+
+
+def request_features(rows: Columns, generators: dict[str, CandidateGenerator], lookup: VideoLookup,
+                     users: pd.DataFrame | None, at_ns: int | np.ndarray) -> Columns:
+    """The features known only at request time: each generator's score of the pair and the video's age."""
+    user, video = np.asarray(rows["user_id"], np.int64), np.asarray(rows["video_id"], np.int64)
+    out = {f"{name}_score": generators[name].score_pairs(user, video, users=users)
+           for name in SCORED_BY if name in generators}
+    upload = _ns(lookup.attributes(video)["upload_ts"])
+    out["video_age_days"] = np.where(upload == NAT, np.nan, (at_ns - upload) / 86_400e9)
     return out
 
 
-def ranker_inputs(rows: pd.DataFrame, features: Features, generators: dict[str, CandidateGenerator],
-                  videos: pd.DataFrame, users: pd.DataFrame | None) -> pd.DataFrame:
+def ranker_inputs(rows: Columns, features: Features, generators: dict[str, CandidateGenerator],
+                  lookup: VideoLookup, users: pd.DataFrame | None, at_ns: int | np.ndarray) -> Columns:
     """Entity rows with every ranker input: Feast's features, then the request-time ones."""
-    frame = features(rows)
+    got = dict(features(rows))
     # Online reads arrive as Python objects (None for missing): numbers for the trees, NaN for missing.
-    frame[RANKER_NUMERIC] = frame[RANKER_NUMERIC].apply(pd.to_numeric, errors="coerce")
-    return request_features(frame, generators, videos, users)
+    got |= {c: as_floats(got[c]) for c in RANKER_NUMERIC}
+    return {**rows, **got, **request_features(rows, generators, lookup, users, at_ns)}
 
 
 @dataclass
@@ -62,42 +98,78 @@ class TwoStageRecommender:
     as_of: pd.Timestamp | None = None
     """The end of the data the models learned from: the service's clock on a simulated platform."""
 
+    @cached_property
+    def lookup(self) -> VideoLookup:
+        """``videos`` as sorted arrays, built once (and pickled with the model)."""
+        return VideoLookup.of(self.videos)
+
     def candidates(self, user_ids: np.ndarray, at: pd.Timestamp, users: pd.DataFrame | None,
-                   exclude: dict[int, set[int]] | None) -> pd.DataFrame:
-        """Every generator's top ``per_generator`` per user, one row per (user, video, stage)."""
-        rows = [(u, v, name) for name, gen in self.generators.items()
-                for u, recs in gen.recommend(user_ids, self.per_generator, exclude, at, users).items()
-                for v, _ in recs]
-        return pd.DataFrame(rows, columns=["user_id", "video_id", "stage"]).astype(
-            {"user_id": np.int64, "video_id": np.int64})
+                   exclude: dict[int, set[int]] | None) -> Columns:
+        """Every generator's top ``per_generator`` per user, one row per distinct (user, video).
+
+        ``stage`` names every generator that proposed the video, in generator order ("als,two_tower");
+        rows keep the order in which a (user, video) was first proposed.
+        """
+        user: list[int] = []
+        video: list[int] = []
+        bit: list[int] = []
+        for b, gen in enumerate(self.generators.values()):
+            for u, recs in gen.recommend(user_ids, self.per_generator, exclude, at, users).items():
+                user += [u] * len(recs)
+                video += [v for v, _ in recs]
+                bit += [b] * len(recs)
+        u, v = np.array(user, np.int64), np.array(video, np.int64)
+        if not len(u):
+            return {"user_id": u, "video_id": v, "stage": np.empty(0, object)}
+        order = np.lexsort((v, u))  # stable: a group's first row is its first proposal
+        first = np.r_[True, (u[order][1:] != u[order][:-1]) | (v[order][1:] != v[order][:-1])]
+        starts = np.flatnonzero(first)
+        masks = np.bitwise_or.reduceat(np.left_shift(1, np.array(bit, np.int64))[order], starts)
+        keep = np.argsort(order[starts], kind="stable")
+        rows, masks = order[starts][keep], masks[keep]
+        names = list(self.generators)
+        label = {m: ",".join(n for i, n in enumerate(names) if m >> i & 1) for m in set(masks.tolist())}
+        return {"user_id": u[rows], "video_id": v[rows], "stage": np.array([label[m] for m in masks.tolist()], object)}
+
+    def candidate_columns(self, user_ids: np.ndarray, at: pd.Timestamp, features: Features,
+                          users: pd.DataFrame | None = None, exclude: dict[int, set[int]] | None = None
+                          ) -> Columns:
+        """One row per distinct (user, candidate) with ``stage`` and every ranker feature as of ``at``."""
+        cands = self.candidates(np.asarray(user_ids, np.int64), at, users, exclude)
+        rows = {**cands, **self.lookup.attributes(cands["video_id"]), "event_timestamp": at}
+        return ranker_inputs(rows, features, self.generators, self.lookup, users, _ns(at))
 
     def candidate_frame(self, user_ids: np.ndarray, at: pd.Timestamp, features: Features,
                         users: pd.DataFrame | None = None, exclude: dict[int, set[int]] | None = None
                         ) -> pd.DataFrame:
-        """One row per distinct (user, candidate) with ``stage`` and every ranker feature as of ``at``.
+        """``candidate_columns`` as a DataFrame, for batch work.
 
         The ranker is trained on these rows too (labelled by what the user engaged with next), so it
         learns to order exactly the kind of list it will be given.
         """
-        cands = self.candidates(np.asarray(user_ids, np.int64), at, users, exclude)
-        stages = cands.groupby(["user_id", "video_id"], sort=False)["stage"].agg(",".join).reset_index()
-        pairs = stages.merge(self.videos[["video_id", "category", "upload_ts"]], on="video_id", how="left")
-        pairs["event_timestamp"] = at
-        return ranker_inputs(pairs, features, self.generators, self.videos, users)
+        cols = self.candidate_columns(user_ids, at, features, users, exclude)
+        return pd.DataFrame(cols, index=pd.RangeIndex(len(cols["user_id"])))
 
     def recommend(self, user_ids: np.ndarray, k: int, at: pd.Timestamp, features: Features,
-                  users: pd.DataFrame | None = None, exclude: dict[int, set[int]] | None = None) -> pd.DataFrame:
-        """Top ``k`` per user: user_id, video_id, score, stage (every generator that proposed it), rank."""
-        return self.rank(self.candidate_frame(user_ids, at, features, users, exclude), k, at, exclude)
+                  users: pd.DataFrame | None = None, exclude: dict[int, set[int]] | None = None) -> Columns:
+        """Top ``k`` per user as columns: user_id, video_id, score, stage (every proposing generator), rank.
+
+        The request path: no DataFrame is built on the way.
+        """
+        cols = self.candidate_columns(user_ids, at, features, users, exclude)
+        if not len(cols["user_id"]):
+            return {c: np.empty(0) for c in RESULT}
+        out = rerank({**cols, "score": self.ranker.predict(cols)}, k, at, exclude=exclude, **self.rerank_params)
+        return {c: out[c] for c in RESULT}
 
     def rank(self, frame: pd.DataFrame, k: int, at: pd.Timestamp, exclude: dict[int, set[int]] | None = None,
              rerank_lists: bool = True) -> pd.DataFrame:
         """Score a candidate frame with the ranker and keep the top ``k`` per user, re-ranked by default."""
-        cols = ["user_id", "video_id", "score", "stage", "rank"]
         if frame.empty:
-            return pd.DataFrame(columns=cols)
+            return pd.DataFrame(columns=list(RESULT))
         frame = frame.assign(score=self.ranker.predict(frame))
         if rerank_lists:
-            return rerank(frame, k, at, exclude=exclude, **self.rerank_params)[cols]
+            out = rerank(frame, k, at, exclude=exclude, **self.rerank_params)
+            return pd.DataFrame({c: out[c] for c in RESULT})
         top = frame.sort_values(["user_id", "score"], ascending=[True, False], kind="stable").groupby("user_id").head(k)
-        return top.assign(rank=top.groupby("user_id").cumcount() + 1)[cols].reset_index(drop=True)
+        return top.assign(rank=top.groupby("user_id").cumcount() + 1)[list(RESULT)].reset_index(drop=True)

@@ -80,11 +80,11 @@ class Recommender:
                               ttl_s=SERVING["item_cache_ttl_s"])
         return cls(tag, model, reader)
 
-    def features(self, pairs: pd.DataFrame) -> pd.DataFrame:
+    def features(self, rows: dict[str, Any]) -> dict[str, list[Any]]:
         """The FeatureService's online values for each (user, video, category) row."""
-        got = self.reader.read({"user_id": pairs["user_id"].tolist(), "video_id": pairs["video_id"].tolist(),
-                                "category": pairs["category"].fillna("unknown").tolist()})
-        return pairs.assign(**got)
+        category = ["unknown" if c is None else c for c in rows["category"].tolist()]
+        return self.reader.read({"user_id": rows["user_id"].tolist(), "video_id": rows["video_id"].tolist(),
+                                 "category": category})
 
     def recommend(self, user_id: int, k: int, at: datetime | None = None, **context: Any) -> RecommendResponse:
         profile = self.reader.entity_rows(("user_id",), [(user_id,)])[0]
@@ -94,8 +94,8 @@ class Recommender:
         users = pd.DataFrame([{"user_id": user_id, **demo}])
         when = pd.Timestamp(at) if at is not None else self.model.as_of
         top = self.model.recommend(np.array([user_id]), k, when, self.features, users, self.model.seen)
-        videos = [RecommendedVideo(video_id=int(r.video_id), rank=int(r.rank), score=float(r.score),
-                                   stage=str(r.stage).split(",")) for r in top.itertuples()]
+        videos = [RecommendedVideo(video_id=v, rank=r, score=s, stage=st.split(",")) for v, r, s, st in zip(
+            top["video_id"].tolist(), top["rank"].tolist(), top["score"].tolist(), top["stage"].tolist(), strict=True)]
         return RecommendResponse(model_tag=self.tag, user_known=user_known, videos=videos)
 
 

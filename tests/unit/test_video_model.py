@@ -215,6 +215,32 @@ def test_ranker_learns_the_signal(objective: str) -> None:
         ranker.predict(test.drop(columns="noise"))
 
 
+def test_ranker_scores_request_columns_exactly_as_a_frame() -> None:
+    """A request's columns (Python lists, None for missing, as online reads give them) score bit for bit
+    like the same rows in a DataFrame (LightGBM's pandas-categorical path), so serving matches evaluation."""
+    import lightgbm as lgb
+
+    features = ["als_score", "video_popularity", "category", "noise"]
+    train = ranker_frame(0)
+    ranker = Ranker(features, categorical=["category"], objective="binary",
+                    params={"num_boost_round": 40, "min_data_in_leaf": 20}).fit(train)
+    test = ranker_frame(2).astype({"category": object})
+    test.loc[:9, "category"] = None
+    test.loc[10:19, "category"] = "never seen"
+    test.loc[20:29, "als_score"] = np.nan
+    columns = {c: [None if isinstance(v, float) and np.isnan(v) else v for v in test[c].tolist()] for c in features}
+    assert np.array_equal(ranker.predict(columns), ranker.predict(test))
+    # ... and like LightGBM's own pandas-categorical path on a booster trained from the same frame
+    params = {k: v for k, v in (Ranker.DEFAULTS | {"min_data_in_leaf": 20}).items()
+              if k not in ("num_boost_round", "early_stopping_rounds")}
+    params |= {"objective": "binary", "metric": "auc", "seed": 0, "deterministic": True, "verbose": -1}
+    categorical = {"category": pd.Categorical(train["category"], categories=ranker.categories["category"])}
+    booster = lgb.train(params, lgb.Dataset(train[features].assign(**categorical), train["positive"],
+                                            categorical_feature=["category"]), num_boost_round=40)
+    frame = test[features].assign(category=pd.Categorical(test["category"], categories=ranker.categories["category"]))
+    assert np.allclose(booster.predict(frame), ranker.predict(test))
+
+
 def candidates(rows: list[tuple]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["user_id", "video_id", "score", "stage", "age_days", "category"])
     frame["upload_ts"] = CUT - pd.to_timedelta(frame.pop("age_days"), unit="D")
@@ -233,7 +259,7 @@ def test_rerank_caps_categories_and_backfills() -> None:
 def test_rerank_dedups_across_stages_and_drops_watched() -> None:
     c = candidates([(1, 1, 0.9, "two_tower", 100, "a"), (1, 1, 0.5, "als", 100, "a"), (1, 2, 0.8, "popular", 100, "b"),
                     (1, 3, 0.7, "als", 100, "c"), (2, 1, 0.1, "als", 100, "a")])
-    out = rerank(c, k=10, at=CUT, freshness_weight=0.0, exclude={1: {3}})
+    out = pd.DataFrame(rerank(c, k=10, at=CUT, freshness_weight=0.0, exclude={1: {3}}))
     mine = out[out["user_id"] == 1]
     assert mine["video_id"].tolist() == [1, 2]
     assert mine["stage"].tolist() == ["als,two_tower", "popular"]
@@ -247,3 +273,60 @@ def test_rerank_boosts_fresh_uploads() -> None:
     assert plain["video_id"].tolist()[:2] == [1, 2] and boosted["video_id"].tolist()[:2] == [2, 1]
     unknown = c.assign(upload_ts=pd.NaT)  # unknown upload time: no boost
     assert rerank(unknown, k=3, at=CUT, freshness_weight=1.0)["video_id"].tolist()[:2] == [1, 2]
+
+
+def table_features(world: dict, as_lists: bool):
+    """A feature source over the world's tables: Series like the offline store, or lists with None like the
+    online store; the recommender must give the same lists either way."""
+    from pipelines.video_recommendation.features import RANKER_CATEGORICAL, RANKER_NUMERIC
+
+    users = world["users"].set_index("user_id")
+    videos = world["videos"].set_index("video_id").rename(columns={"language": "video_language",
+                                                                   "category": "video_category"})
+    pos = world["train"].merge(world["videos"][["video_id", "category"]])
+    stats = {"video": pos.groupby("video_id")["positive"].agg(["size", "mean"]),
+             "viewer": pos.groupby("user_id")["positive"].agg(["size", "mean"]),
+             "user_category": pos.groupby(["user_id", "category"])["positive"].agg(["size", "mean"])}
+    keys = {"video": "video_id", "viewer": "user_id", "user_category": ["user_id", "category"]}
+
+    def fetch(rows: dict) -> dict:
+        frame = pd.DataFrame({c: rows[c] for c in ("user_id", "video_id", "category")})
+        out = frame.join(users[["age", "gender", "country", "language"]], on="user_id").join(
+            videos[["duration_s", "video_language", "video_category"]], on="video_id")
+        for prefix, table in stats.items():
+            got = frame.join(table, on=keys[prefix])
+            out[f"{prefix}_impressions"], out[f"{prefix}_positive_rate"] = got["size"], got["mean"]
+        cols = RANKER_NUMERIC + RANKER_CATEGORICAL
+        if as_lists:
+            return {c: [None if pd.isna(v) else v for v in out[c].tolist()] for c in cols}
+        return {c: out[c].reset_index(drop=True) for c in cols}
+
+    return fetch
+
+
+def test_one_request_gets_exactly_the_list_batch_evaluation_gives(world: dict, fitted: dict) -> None:
+    """The service's single-user path and the evaluate step's batch path are the same computation."""
+    from pipelines.video_recommendation.features import RANKER_CATEGORICAL
+    from pipelines.video_recommendation.recommender import RANKER_FEATURES, TwoStageRecommender
+
+    new = pd.DataFrame({"user_id": [10_001], "age": [33], "gender": ["f"], "country": ["US"], "language": ["en"]})
+    users = pd.concat([world["users"], new], ignore_index=True)
+    rec = TwoStageRecommender(fitted, None, world["catalog"][["video_id", "upload_ts", "category"]],
+                              per_generator=10, rerank_params={"max_per_category": 2}, seen=world["seen"], as_of=CUT)
+    ids = np.array([*sorted(world["seen"])[:60], 10_001])
+    frame = rec.candidate_frame(ids, CUT, table_features(world, as_lists=False), users, world["seen"])
+    test = world["test"][world["test"]["positive"] == 1]
+    hits = pd.MultiIndex.from_frame(test[["user_id", "video_id"]])
+    frame["positive"] = pd.MultiIndex.from_frame(frame[["user_id", "video_id"]]).isin(hits).astype(int)
+    rec.ranker = Ranker(RANKER_FEATURES, RANKER_CATEGORICAL, objective="binary",
+                        params={"num_boost_round": 30, "min_data_in_leaf": 20}).fit(frame)
+    batch = rec.rank(frame, 5, CUT, world["seen"])
+    online = table_features(world, as_lists=True)
+    for user in ids[::6].tolist():  # the last is the cold-start user
+        one = rec.recommend(np.array([user]), 5, CUT, online, users[users["user_id"] == user], world["seen"])
+        mine = batch[batch["user_id"] == user]
+        assert one["video_id"].tolist() == mine["video_id"].tolist(), user
+        assert one["stage"].tolist() == mine["stage"].tolist(), user
+        assert np.allclose(one["score"], mine["score"].to_numpy(float)), user
+        assert one["rank"].tolist() == list(range(1, 6)) and not set(one["video_id"].tolist()) & world["seen"].get(
+            user, set())
