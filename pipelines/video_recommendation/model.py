@@ -62,7 +62,9 @@ def profiles(users: pd.DataFrame | None, user_ids: np.ndarray | None = None) -> 
         return {}
     if user_ids is not None:
         users = users[users["user_id"].isin(user_ids)]
-    return {int(r["user_id"]): _profile(r) for r in users.to_dict("records")}
+    columns = {c: users[c].tolist() for c in ("age", *DEMOGRAPHICS[1:]) if c in users}  # not to_dict: 10x slower
+    return {int(u): _profile({c: values[i] for c, values in columns.items()})
+            for i, u in enumerate(users["user_id"].tolist())}
 
 
 def positives(interactions: pd.DataFrame) -> pd.DataFrame:

@@ -117,8 +117,11 @@ class VideoRecommendation:
         self.model_tag = self.recommender.tag
         self.recommender.recommend(2**62, 1)  # a cold-start request warms the model and SQLite before traffic
 
+    # ``async def`` although the body never awaits, as in the ad_click service: a request is ~5 ms of
+    # GIL-bound Python on a local SQLite read, so BentoML's thread pool would add hand-offs and GIL contention
+    # without parallelism. With a remote online store make it a plain ``def`` so network waits overlap.
     @bentoml.api(route="/recommend", input_spec=RecommendRequest, output_spec=RecommendResponse)
-    def recommend(self, user_id: int, k: int = 10, at: datetime | None = None, country: str | None = None,
+    async def recommend(self, user_id: int, k: int = 10, at: datetime | None = None, country: str | None = None,
                   language: str | None = None, gender: str | None = None, age: int | None = None
                   ) -> RecommendResponse:
         """Top k videos for a user, each with the stage(s) that proposed it."""
