@@ -75,6 +75,13 @@ class DriftThresholds:
     """Share of drifted input columns at or above which the alarm is raised."""
     prediction_drift: bool = True
     """Also raise the alarm when the prediction column alone drifted."""
+    num_method: str | None = None
+    """Evidently stat test for numerical inputs (e.g. ``wasserstein``); None: Evidently picks by size."""
+    num_threshold: float | None = None
+    """The ``num_method`` score that counts as drift (a distance, or a p-value for p-value tests)."""
+    cat_method: str | None = None
+    """Evidently stat test for categorical inputs (e.g. ``jensenshannon``); None: Evidently picks."""
+    cat_threshold: float | None = None
 
     def __post_init__(self) -> None:
         share = self.drift_share
@@ -86,6 +93,25 @@ class DriftThresholds:
             raise ConfigError(
                 f"drift threshold 'prediction_drift' must be true or false, got {self.prediction_drift!r}"
             )
+        for kind in ("num", "cat"):
+            method, threshold = getattr(self, f"{kind}_method"), getattr(self, f"{kind}_threshold")
+            if method is not None and (not isinstance(method, str) or not method):
+                raise ConfigError(f"drift threshold '{kind}_method' must be an Evidently stat test name, got "
+                                  f"{method!r}")
+            if threshold is None:
+                continue
+            # A threshold means a distance for one test and a p-value for another: it needs its test.
+            if method is None:
+                raise ConfigError(f"drift threshold '{kind}_threshold' needs '{kind}_method' (the stat test it "
+                                  f"is a threshold of, e.g. wasserstein or jensenshannon)")
+            if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not (
+                    math.isfinite(threshold) and threshold > 0):
+                raise ConfigError(f"drift threshold '{kind}_threshold' must be a positive number, got {threshold!r}")
+
+    def preset_options(self) -> dict[str, Any]:
+        """The stat-test options of Evidently's ``DataDriftPreset`` that are set."""
+        names = ("num_method", "num_threshold", "cat_method", "cat_threshold")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     @classmethod
     def from_params(cls, d: Mapping[str, Any] | None) -> DriftThresholds:
@@ -158,7 +184,7 @@ def drift_report(
     cur_ds = ev["Dataset"].from_pandas(cur, data_definition=definition)
     ref_ds = ev["Dataset"].from_pandas(ref, data_definition=definition)
     metrics: list[Any] = [
-        ev["DataDriftPreset"](columns=features, drift_share=thresholds.drift_share),
+        ev["DataDriftPreset"](columns=features, drift_share=thresholds.drift_share, **thresholds.preset_options()),
         ev["ValueDrift"](column=prediction),
     ]
     if label:
@@ -166,20 +192,23 @@ def drift_report(
     # include_tests=True: the per-column drift verdicts (drifted or not, whatever stat test Evidently
     # picked) are only exposed as test results; the metric values are bare scores.
     report = ev["Report"](metrics, include_tests=True)
-    snapshot = report.run(
-        cur_ds,
-        ref_ds,
-        # Naive UTC: Evidently's own default is a naive timestamp and its UI sorts runs by it.
-        timestamp=now.replace(tzinfo=None),
-        metadata={
-            "case": case,
-            "task": task,
-            "current_rows": str(len(current)),
-            "reference_rows": str(len(reference)),
-        },
-        tags=list(tags or []),
-        name=f"{case} drift {now:%Y-%m-%d %H:%M:%S}Z",
-    )
+    try:
+        snapshot = report.run(
+            cur_ds,
+            ref_ds,
+            # Naive UTC: Evidently's own default is a naive timestamp and its UI sorts runs by it.
+            timestamp=now.replace(tzinfo=None),
+            metadata={
+                "case": case,
+                "task": task,
+                "current_rows": str(len(current)),
+                "reference_rows": str(len(reference)),
+            },
+            tags=list(tags or []),
+            name=f"{case} drift {now:%Y-%m-%d %H:%M:%S}Z",
+        )
+    except ev["StatTestNotFoundError"] as e:  # a typo in num_method / cat_method
+        raise ConfigError(f"drift thresholds of {case}: {e}") from e
 
     # Through JSON so numpy scalars and enums arrive as plain Python values.
     result = json.loads(snapshot.json())
@@ -273,6 +302,7 @@ def _import_evidently() -> dict[str, Any]:
     """
     apply_privacy_defaults()
     from evidently import BinaryClassification, DataDefinition, Dataset, Regression, Report
+    from evidently.legacy.calculations.stattests.registry import StatTestNotFoundError
     from evidently.metrics import ValueDrift
     from evidently.presets import ClassificationQuality, DataDriftPreset, RegressionQuality
     from evidently.sdk.models import ProjectModel
@@ -288,6 +318,7 @@ def _import_evidently() -> dict[str, Any]:
         "Regression": Regression,
         "RegressionQuality": RegressionQuality,
         "Report": Report,
+        "StatTestNotFoundError": StatTestNotFoundError,
         "ValueDrift": ValueDrift,
         "Workspace": Workspace,
     }

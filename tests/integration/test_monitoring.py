@@ -145,6 +145,25 @@ def test_thresholds_validate_params() -> None:
     assert DriftThresholds.from_params({"drift_share": 0.5, "prediction_drift": False}) == DriftThresholds(
         0.5, False
     )
+    with pytest.raises(ConfigError, match="'num_threshold' needs 'num_method'"):
+        DriftThresholds.from_params({"num_threshold": 0.2})  # a distance or a p-value? depends on the test
+    with pytest.raises(ConfigError, match="cat_threshold"):
+        DriftThresholds.from_params({"cat_method": "jensenshannon", "cat_threshold": -1})
+    with pytest.raises(ConfigError, match="num_method"):
+        DriftThresholds.from_params({"num_method": 3})
+
+
+def test_configured_stat_tests_decide_the_verdicts(tmp_path: Path) -> None:
+    """A fixed test and threshold from config: a shift of 0.3 std drifts at 0.1 and not at 0.5 (normed
+    Wasserstein), and a stat test name Evidently does not know is a config error naming the key."""
+    reference, current = make_window(1), make_window(2)
+    current[["n0", "n1"]] += 0.3
+    strict = DriftThresholds(drift_share=0.2, num_method="wasserstein", num_threshold=0.1)
+    lenient = DriftThresholds(drift_share=0.2, num_method="wasserstein", num_threshold=0.5)
+    assert {"n0", "n1"} <= set(_run(reference, current, tmp_path, thresholds=strict).drifted_columns)
+    assert not {"n0", "n1"} & set(_run(reference, current, tmp_path, thresholds=lenient).drifted_columns)
+    with pytest.raises(ConfigError, match="drift thresholds of drift_test: No stattest found of name wasserstien"):
+        _run(reference, current, tmp_path, thresholds=DriftThresholds(num_method="wasserstien"))
 
 
 def test_large_frames_are_sampled_deterministically() -> None:
