@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
+from pipelines.core.features import user_profile_file
 from pipelines.core.settings import PROJECT_ROOT, Paths, apply_privacy_defaults
 
 WARMUP = 20
@@ -49,7 +50,7 @@ def machine() -> str:
 
 def workload(paths: Paths, n: int, candidates: int, seed: int = 0) -> list[dict[str, Any]]:
     """Requests for known users over known ads (padded with unknown ids if the world has too few ads)."""
-    users = pd.read_parquet(paths.features("shared") / "user_profile.parquet", columns=["user_id"])["user_id"]
+    users = pd.read_parquet(user_profile_file(paths, "ad_click"), columns=["user_id"])["user_id"]
     ads = pd.read_parquet(paths.features("ad_click") / "ad_profile.parquet", columns=["ad_id"])["ad_id"]
     pool = ads.unique().tolist()
     pool += list(range(max(pool) + 1, max(pool) + 1 + max(0, candidates - len(pool))))

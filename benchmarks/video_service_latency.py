@@ -25,6 +25,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from service_latency import _load, _timed, machine, summary
 
+from pipelines.core.features import user_profile_file
 from pipelines.core.settings import PROJECT_ROOT, Paths, apply_privacy_defaults
 
 CASE = "video_recommendation"
@@ -32,7 +33,7 @@ CASE = "video_recommendation"
 
 def workload(paths: Paths, n: int, k: int, cold_share: float, seed: int = 0) -> list[dict[str, Any]]:
     """Requests for users with a profile, and ``cold_share`` of them for unknown users with context."""
-    users = pd.read_parquet(paths.features("shared") / "user_profile.parquet", columns=["user_id"])["user_id"]
+    users = pd.read_parquet(user_profile_file(paths, CASE), columns=["user_id"])["user_id"]
     rng = np.random.default_rng(seed)
     out: list[dict[str, Any]] = []
     for _ in range(n):

@@ -23,7 +23,8 @@ user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64,
 
 user_profile_source = FileSource(
     name="user_profile_source",
-    path=data_path("shared", "user_profile.parquet"),
+    # One file per case study (each writes its own users), read as one table.
+    path=data_path("shared", "user_profile", "*.parquet"),
     timestamp_field="event_timestamp",
 )
 

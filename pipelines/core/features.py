@@ -18,18 +18,19 @@ def user_profile_table(users: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_user_profile(users: pd.DataFrame, paths: Paths) -> Path:
-    """Merge a case's validated users into the one shared profile table (a newer row wins per user).
+def user_profile_file(paths: Paths, case: str) -> Path:
+    """The case's file of the shared profile table: ``features/shared/user_profile/<case>.parquet``."""
+    return paths.features("shared") / "user_profile" / f"{case}.parquet"
 
-    Every case with users writes here; merging keeps one case's run from dropping users another case
-    served, and the shared population makes the rows agree where cases overlap.
+
+def write_user_profile(users: pd.DataFrame, paths: Paths, case: str) -> Path:
+    """Write a case's validated users as its file of the one shared profile table.
+
+    The shared ``user_profile`` view reads every file of the folder, so each case owns exactly one file
+    (its features stage's DVC output, never another stage's), and one case's run cannot drop users
+    another case serves. The shared population makes the rows agree where cases overlap.
     """
-    file = paths.features("shared") / "user_profile.parquet"
-    table = user_profile_table(users)
-    if file.exists():
-        table = pd.concat([pd.read_parquet(file), table], ignore_index=True)
-    table = table.drop_duplicates(["user_id", "event_timestamp"], keep="last").sort_values("user_id", ignore_index=True)
-    return write_parquet(table, file)
+    return write_parquet(user_profile_table(users), user_profile_file(paths, case))
 
 
 def smoothed_rate(hits: np.ndarray | pd.Series, trials: np.ndarray | pd.Series, prior: float,

@@ -67,7 +67,7 @@ def publish_features(case: str, tables: dict[str, pd.DataFrame], users: pd.DataF
     from pipelines.core.features import write_user_profile
 
     paths = Paths.from_env()
-    written = [write_user_profile(users, paths)]
+    written = [write_user_profile(users, paths, case)]
     written += [write_parquet(df, paths.features(case) / f"{name}.parquet") for name, df in tables.items()]
     feast.apply(case, feast.store(paths))
     record_outputs(paths, case, "features", written)

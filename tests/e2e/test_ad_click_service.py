@@ -23,7 +23,7 @@ from pipelines.ad_click.features import SERVICE, VIEWS, ad_profile_table, ctr_ta
 from pipelines.ad_click.model import train_logistic
 from pipelines.core import feast as core_feast
 from pipelines.core import registry
-from pipelines.core.features import user_profile_table
+from pipelines.core.features import write_user_profile
 from pipelines.core.io import write_parquet
 from pipelines.core.serving import build_bento, running_service
 from pipelines.core.settings import TELEMETRY_OPT_OUT, Paths, load_params
@@ -57,7 +57,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
         paths = Paths.from_env()
         world = AdClickWorld(seed=3, scale=SCALES["tiny"]).window(0, 10)
         imp = world["impressions"]
-        write_parquet(user_profile_table(world["users"]), paths.features("shared") / "user_profile.parquet")
+        write_user_profile(world["users"], paths, "ad_click")
         write_parquet(ad_profile_table(world["ads"]), paths.features("ad_click") / "ad_profile.parquet")
         for name, table in ctr_tables(imp, prior=PRIOR).items():
             write_parquet(table, paths.features("ad_click") / f"{name}.parquet")
