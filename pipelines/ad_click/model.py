@@ -1,14 +1,17 @@
 """Ad click models: the same encoding feeds training and serving, so there is no skew.
 
-Baseline: logistic regression on hashed one-hot fields and their crosses (the book's starting point).
-Model: DeepFM (first-order weights, factorization-machine pairwise interactions and an MLP over shared
-field embeddings) over the same fields plus the historical-CTR numbers. Both are Platt-calibrated on a
-held-out day so the service returns probabilities a bidder can use.
+Baseline: logistic regression on hashed one-hot fields and the hand-picked pairwise crosses of
+``CROSSES`` (the book's starting point). Model: DeepFM (first-order weights, factorization-machine
+pairwise interactions and an MLP over shared field embeddings) on the same fields plus the crosses of
+``DEEP_CROSSES``; both read the historical-CTR numbers. Each model stores its crosses, so serving
+encodes a request the way that model was trained. Both are Platt-calibrated on a held-out day so the
+service returns probabilities a bidder can use.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -17,8 +20,18 @@ import pandas as pd
 CATEGORICAL = ["gender", "country", "language", "age_bucket", "category", "advertiser_id", "campaign_id",
                "ad_id", "target_country", "position", "device", "hour"]
 NUMERIC = ["ad_impressions", "ad_ctr", "user_impressions", "user_ctr", "user_ad_impressions", "user_ad_ctr"]
-CROSSES = [("category", "age_bucket"), ("category", "gender"), ("category", "country"),
-           ("age_bucket", "gender"), ("ad_id", "position"), ("category", "device")]
+DERIVED = {"age_bucket": ("age", 5), "daypart": ("hour", 4)}
+"""Fields bucketed from a column: name -> (source column, bucket width). ``daypart`` only feeds crosses."""
+Cross = tuple[str, ...]
+CROSSES: tuple[Cross, ...] = (("category", "age_bucket"), ("category", "gender"), ("category", "country"),
+                              ("age_bucket", "gender"), ("ad_id", "position"), ("category", "device"))
+"""The baseline's hand-picked pairs: a linear model sees no interaction it is not given."""
+DEEP_CROSSES: tuple[Cross, ...] = (("category", "age_bucket", "gender"), ("category", "daypart"),
+                                   ("position", "device"))
+"""DeepFM's crosses (docs/ad_click.md#models has the measurements). Its FM already covers every pair of
+fields, and adding the baseline's pairs made it slightly worse; what pairs cannot express is the
+three-way category x age-gender segment term, and two small context tables (category x 4-hour daypart,
+position x device) are learned better as cells than as factorized pairs."""
 CONTEXT = ["position", "device", "hour"]
 """Request-time fields; serving scores every ad as if shown in the top slot (position 1)."""
 BUCKETS = 2**18
@@ -29,11 +42,30 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-INT_FIELDS = {"advertiser_id", "campaign_id", "ad_id", "position", "hour", "age_bucket"}
+INT_FIELDS = {"advertiser_id", "campaign_id", "ad_id", "position", "hour", *DERIVED}
 
 
+@cache
 def _salt(name: str) -> np.uint64:
+    """Per-field salt, so equal values of different fields hash apart; cached: serving reuses the names."""
     return np.uint64(pd.util.hash_array(np.array([name], dtype=object))[0])
+
+
+def _field_ids(hashes: dict[str, np.ndarray], n: int, crosses: tuple[Cross, ...]) -> np.ndarray:
+    """Bucket ids (n, fields + crosses) from per-field hashes of length n or 1 (broadcast).
+
+    The one place fields and crosses become ids, for training and serving alike.
+    """
+    ids = np.empty((n, len(CATEGORICAL) + len(crosses)), np.uint64)  # columns broadcast on assignment
+    for j, name in enumerate(CATEGORICAL):
+        ids[:, j] = hashes[name]
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps by design
+        for j, names in enumerate(crosses, start=len(CATEGORICAL)):
+            h = hashes[names[0]]
+            for name in names[1:]:
+                h = h * np.uint64(1_000_003) + hashes[name]
+            ids[:, j] = h ^ _salt("x".join(names))
+    return (ids % np.uint64(BUCKETS)).astype(np.int64)
 
 
 def _field_hash(values: pd.Series, name: str) -> np.ndarray:
@@ -49,36 +81,24 @@ def _field_hash(values: pd.Series, name: str) -> np.ndarray:
     return pd.util.hash_array(arr) ^ _salt(name)
 
 
-def encode(frame: pd.DataFrame, prior: float) -> tuple[np.ndarray, np.ndarray]:
+def encode(frame: pd.DataFrame, prior: float, crosses: tuple[Cross, ...] = CROSSES) -> tuple[np.ndarray, np.ndarray]:
     """Hashed field ids (n, fields + crosses) and numeric features (n, 6) from a feature frame.
 
     Missing history (a cold-start user or ad) reads as zero impressions at the prior CTR.
     """
-    age = pd.to_numeric(frame["age"], errors="coerce")
-    cols = {"age_bucket": age // 5} | {c: frame[c] for c in CATEGORICAL if c != "age_bucket"}
+    cols = {c: frame[c] for c in CATEGORICAL if c not in DERIVED}
+    cols |= {name: pd.to_numeric(frame[src], errors="coerce") // width for name, (src, width) in DERIVED.items()}
     hashes = {name: _field_hash(values, name) for name, values in cols.items()}
-    ids = [hashes[name] for name in CATEGORICAL]
-    with np.errstate(over="ignore"):  # uint64 arithmetic wraps by design
-        ids += [(hashes[a] * np.uint64(1_000_003) + hashes[b]) ^ _salt(f"{a}x{b}") for a, b in CROSSES]
     num = []
     for prefix in ("ad", "user", "user_ad"):
         n = pd.to_numeric(frame[f"{prefix}_impressions"], errors="coerce").fillna(0).to_numpy(float)
         r = pd.to_numeric(frame[f"{prefix}_ctr"], errors="coerce").fillna(prior).to_numpy(float)
         num += [np.log1p(n) / 5, _logit(r) - _logit(np.array([prior]))[0]]  # both O(1)
-    return (np.stack(ids, axis=1) % np.uint64(BUCKETS)).astype(np.int64), np.stack(num, axis=1).astype(np.float32)
+    return _field_ids(hashes, len(frame), crosses), np.stack(num, axis=1).astype(np.float32)
 
 
-_SALTS: dict[str, np.uint64] = {}
-
-
-def _salt_of(name: str) -> np.uint64:
-    """``_salt``, computed once per process: serving hashes the same dozen names on every request."""
-    if name not in _SALTS:
-        _SALTS[name] = _salt(name)
-    return _SALTS[name]
-
-
-def encode_columns(columns: dict[str, Any], n: int, prior: float) -> tuple[np.ndarray, np.ndarray]:
+def encode_columns(columns: dict[str, Any], n: int, prior: float,
+                   crosses: tuple[Cross, ...] = CROSSES) -> tuple[np.ndarray, np.ndarray]:
     """``encode`` for one serving request, without pandas frames: the same ids and numbers, ~15x faster.
 
     Each column is a scalar shared by all ``n`` rows (the user's and the request's fields) or a sequence
@@ -93,9 +113,8 @@ def encode_columns(columns: dict[str, Any], n: int, prior: float) -> tuple[np.nd
             return np.array(["?" if v is None or v != v else str(v) for v in seq], object)
         return np.array([np.nan if v is None else v for v in seq], float)
 
-    age = arr(columns["age"], "float")
-    cols = {"age_bucket": [None if a != a else a // 5 for a in age]} | {
-        c: columns[c] for c in CATEGORICAL if c != "age_bucket"}
+    cols = {c: columns[c] for c in CATEGORICAL if c not in DERIVED}
+    cols |= {name: arr(columns[src], "float") // width for name, (src, width) in DERIVED.items()}
     # One hash_array call per kind: its per-call overhead dominates at ~100 rows.
     ints = {c: arr(v, "int") for c, v in cols.items() if c in INT_FIELDS}
     texts = {c: arr(v, "str") for c, v in cols.items() if c not in INT_FIELDS}
@@ -104,14 +123,8 @@ def encode_columns(columns: dict[str, Any], n: int, prior: float) -> tuple[np.nd
         flat = pd.util.hash_array(np.concatenate(list(group.values())), categorize=False)
         start = 0
         for name, values in group.items():
-            hashes[name] = flat[start:start + len(values)] ^ _salt_of(name)
+            hashes[name] = flat[start:start + len(values)] ^ _salt(name)
             start += len(values)
-    ids = np.empty((n, len(CATEGORICAL) + len(CROSSES)), np.uint64)  # columns broadcast on assignment
-    for j, name in enumerate(CATEGORICAL):
-        ids[:, j] = hashes[name]
-    with np.errstate(over="ignore"):  # uint64 arithmetic wraps by design
-        for j, (a, b) in enumerate(CROSSES, start=len(CATEGORICAL)):
-            ids[:, j] = (hashes[a] * np.uint64(1_000_003) + hashes[b]) ^ _salt_of(f"{a}x{b}")
     num = np.empty((n, 6))
     for j, prefix in enumerate(("ad", "user", "user_ad")):
         impressions = np.nan_to_num(arr(columns[f"{prefix}_impressions"], "float"), nan=0.0)
@@ -119,7 +132,7 @@ def encode_columns(columns: dict[str, Any], n: int, prior: float) -> tuple[np.nd
         rate = np.where(np.isnan(rate), prior, rate)
         num[:, 2 * j] = np.log1p(impressions) / 5
         num[:, 2 * j + 1] = _logit(rate) - _logit(np.array([prior]))[0]
-    return (ids % np.uint64(BUCKETS)).astype(np.int64), num.astype(np.float32)
+    return _field_ids(hashes, n, crosses), num.astype(np.float32)
 
 
 @dataclass
@@ -142,15 +155,19 @@ class Platt:
 
 @dataclass
 class ClickModel:
-    """What the registry stores: an encoder prior, a fitted predictor and its calibration."""
+    """What the registry stores: the encoder's prior and crosses, a fitted predictor and its calibration.
+
+    ``crosses`` defaults to the baseline's, which is also what models pickled before it existed used.
+    """
 
     kind: str
     prior: float
     predictor: Any
     calibration: Platt = field(default_factory=Platt)
+    crosses: tuple[Cross, ...] = CROSSES
 
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.raw_encoded(*encode(frame, self.prior))
+        return self.raw_encoded(*encode(frame, self.prior, self.crosses))
 
     def raw_encoded(self, ids: np.ndarray, num: np.ndarray) -> np.ndarray:
         """Uncalibrated scores of encoded rows."""
@@ -167,7 +184,7 @@ class ClickModel:
 
     def predict_columns(self, columns: dict[str, Any], n: int) -> np.ndarray:
         """``predict`` for one serving request given as columns (see ``encode_columns``)."""
-        return self.calibration(self.raw_encoded(*encode_columns(columns, n, self.prior)))
+        return self.calibration(self.raw_encoded(*encode_columns(columns, n, self.prior, self.crosses)))
 
 
 def _sparse(ids: np.ndarray, num: np.ndarray) -> Any:
@@ -180,13 +197,14 @@ def _sparse(ids: np.ndarray, num: np.ndarray) -> Any:
     return sparse.hstack([onehot, sparse.csr_matrix(num)], format="csr")
 
 
-def train_logistic(train: pd.DataFrame, valid: pd.DataFrame, prior: float, c: float) -> ClickModel:
+def train_logistic(train: pd.DataFrame, valid: pd.DataFrame, prior: float, c: float,
+                   crosses: tuple[Cross, ...] = CROSSES) -> ClickModel:
     """The baseline: L2 logistic regression on hashed one-hots and crosses."""
     from sklearn.linear_model import LogisticRegression
 
-    ids, num = encode(train, prior)
+    ids, num = encode(train, prior, crosses)
     lr = LogisticRegression(C=c, max_iter=300, solver="lbfgs").fit(_sparse(ids, num), train["clicked"])
-    model = ClickModel("logistic", prior, lr)
+    model = ClickModel("logistic", prior, lr, crosses=crosses)
     model.calibration = Platt().fit(model.raw(valid), valid["clicked"].to_numpy())
     return model
 
@@ -221,7 +239,7 @@ def build_deepfm(n_fields: int, n_numeric: int, dim: int, hidden: list[int], dro
 
 
 def train_deepfm(train: pd.DataFrame, valid: pd.DataFrame, prior: float, params: dict[str, Any],
-              seed: int) -> ClickModel:
+                 seed: int, crosses: tuple[Cross, ...] = DEEP_CROSSES) -> ClickModel:
     """Train DeepFM with (sparse) Adam and early stopping on the validation day's log loss.
 
     One intra-op thread: multi-threaded CPU reductions are not bit-reproducible, and on small batches the
@@ -232,18 +250,18 @@ def train_deepfm(train: pd.DataFrame, valid: pd.DataFrame, prior: float, params:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train_deepfm(train, valid, prior, params, seed)
+        return _train_deepfm(train, valid, prior, params, seed, crosses)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train_deepfm(train: pd.DataFrame, valid: pd.DataFrame, prior: float, params: dict[str, Any],
-                  seed: int) -> ClickModel:
+                  seed: int, crosses: tuple[Cross, ...]) -> ClickModel:
     import torch
     from sklearn.metrics import log_loss
 
     torch.manual_seed(seed)
-    ids, num = encode(train, prior)
+    ids, num = encode(train, prior, crosses)
     y = torch.from_numpy(train["clicked"].to_numpy(np.float32))
     vy = valid["clicked"].to_numpy()
     net = build_deepfm(ids.shape[1], num.shape[1], params["embedding_dim"], params["hidden"], params["dropout"])
@@ -255,7 +273,7 @@ def _train_deepfm(train: pd.DataFrame, valid: pd.DataFrame, prior: float, params
     tids, tnum = torch.from_numpy(ids), torch.from_numpy(num)
     gen = torch.Generator().manual_seed(seed)
     best, best_state, rises = float("inf"), None, 0
-    model = ClickModel("deepfm", prior, net)
+    model = ClickModel("deepfm", prior, net, crosses=crosses)
     batches = [b for _ in range(params["epochs"]) for b in torch.randperm(len(y), generator=gen).split(
         params["batch_size"])]
     check_every = max(1, len(batches) // (params["epochs"] * params["checks_per_epoch"]))

@@ -14,7 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.ad_click.model import CATEGORICAL, ClickModel, build_deepfm, encode, encode_columns
+from pipelines.ad_click.model import (
+    CATEGORICAL,
+    CROSSES,
+    DEEP_CROSSES,
+    ClickModel,
+    build_deepfm,
+    encode,
+    encode_columns,
+)
 from pipelines.core.online import OnlineReader, TTLCache
 
 
@@ -196,8 +204,9 @@ USERS = {
 }
 
 
+@pytest.mark.parametrize("crosses", [CROSSES, DEEP_CROSSES], ids=["baseline", "deepfm"])
 @pytest.mark.parametrize("who", list(USERS))
-def test_request_encoding_equals_the_training_encoding(who: str) -> None:
+def test_request_encoding_equals_the_training_encoding(who: str, crosses: tuple[tuple[str, ...], ...]) -> None:
     """No skew: the serving encoder gives the ids and numbers ``encode`` gives training, bit for bit."""
     rng = np.random.default_rng(5)
     user = USERS[who]
@@ -206,13 +215,13 @@ def test_request_encoding_equals_the_training_encoding(who: str) -> None:
     columns = {c: (frame[c].iloc[0] if c in request_fields else user[c] if c in user
                    else [None if pd.isna(v) else v for v in frame[c]])
                for c in frame.columns}
-    ids, num = encode(frame, prior=0.03)
-    fast_ids, fast_num = encode_columns(columns, len(frame), prior=0.03)
-    assert ids.shape == (60, len(CATEGORICAL) + 6)
+    ids, num = encode(frame, prior=0.03, crosses=crosses)
+    fast_ids, fast_num = encode_columns(columns, len(frame), prior=0.03, crosses=crosses)
+    assert ids.shape == (60, len(CATEGORICAL) + len(crosses))
     np.testing.assert_array_equal(fast_ids, ids)
     np.testing.assert_array_equal(fast_num, num)
 
-    model = ClickModel("deepfm", 0.03, build_deepfm(ids.shape[1], num.shape[1], 4, [8], 0.0))
+    model = ClickModel("deepfm", 0.03, build_deepfm(ids.shape[1], num.shape[1], 4, [8], 0.0), crosses=crosses)
     model.predictor.eval()
     np.testing.assert_array_equal(model.predict_columns(columns, len(frame)), model.predict(frame))
 
