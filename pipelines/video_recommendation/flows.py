@@ -249,13 +249,13 @@ def _scored_impressions(recommender: Any, log: pd.DataFrame, videos: pd.DataFram
     What monitoring compares: the test window's (the reference) against the next window's. Both are what
     the platform logged, so a shift means users, videos or behaviour moved.
     """
-    from pipelines.video_recommendation.model import _ns
+    from pipelines.video_recommendation.model import utc_ns
     from pipelines.video_recommendation.recommender import VideoLookup, ranker_inputs
 
     rows = log[["user_id", "video_id", "event_timestamp", "positive"]].merge(
         videos[["video_id", "category"]], on="video_id", how="left")
     cols = ranker_inputs({c: rows[c] for c in rows.columns}, fetch, recommender.generators, VideoLookup.of(videos),
-                         users, _ns(rows["event_timestamp"]))
+                         users, utc_ns(rows["event_timestamp"]))
     frame = pd.DataFrame(cols, index=rows.index)
     return frame.assign(prediction=recommender.ranker.predict(frame))
 

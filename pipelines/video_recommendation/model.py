@@ -86,10 +86,10 @@ def _lookup(values: pd.Series, vocab: dict[str, int]) -> np.ndarray:
 
 
 NAT = np.iinfo(np.int64).min
-"""What ``_ns`` gives for a missing timestamp."""
+"""What ``utc_ns`` gives for a missing timestamp."""
 
 
-def _ns(ts: Any) -> np.ndarray | int:
+def utc_ns(ts: Any) -> np.ndarray | int:
     """UTC nanoseconds since the epoch (NAT where missing), for cheap comparisons whatever the column's unit.
 
     Takes a Timestamp, a Series, a numpy ``datetime64`` array (read as UTC) or anything ``pd.to_datetime`` reads.
@@ -149,7 +149,7 @@ class CandidateGenerator:
     def _set_catalog(self, videos: pd.DataFrame) -> None:
         videos = videos.sort_values("video_id")
         self.video_ids = videos["video_id"].to_numpy(np.int64)
-        self.upload_ns = _ns(videos["upload_ts"])
+        self.upload_ns = utc_ns(videos["upload_ts"])
 
     def _score_matrix(self, user_ids: np.ndarray, users: pd.DataFrame | None, at: pd.Timestamp | None
                       ) -> np.ndarray:
@@ -171,7 +171,7 @@ class CandidateGenerator:
         """user_id -> up to ``k`` (video_id, score) pairs, best first (empty if the generator has none)."""
         user_ids = np.asarray(user_ids, dtype=np.int64)
         exclude = exclude or {}
-        unavailable = set(self.video_ids[self.upload_ns > _ns(at)].tolist()) if at is not None else set()
+        unavailable = set(self.video_ids[self.upload_ns > utc_ns(at)].tolist()) if at is not None else set()
         out: Recommendations = {}
         for start in range(0, len(user_ids), CHUNK):
             chunk = user_ids[start:start + CHUNK]
@@ -201,7 +201,7 @@ class CandidateGenerator:
 
 def _window_counts(pos: pd.DataFrame, video_ids: np.ndarray, start_ns: int, end_ns: int) -> np.ndarray:
     """Positives per catalog video with ``start_ns <= t < end_ns``."""
-    t = _ns(pos["event_timestamp"])
+    t = utc_ns(pos["event_timestamp"])
     vids = pos["video_id"].to_numpy()[(t >= start_ns) & (t < end_ns)]
     col, ok = _positions(video_ids, vids)
     return np.bincount(col[ok], minlength=len(video_ids)).astype(float)
@@ -209,7 +209,7 @@ def _window_counts(pos: pd.DataFrame, video_ids: np.ndarray, start_ns: int, end_
 
 def _end_ns(pos: pd.DataFrame) -> int:
     """The end of the training data: just after its last positive."""
-    return int(_ns(pos["event_timestamp"]).max()) + 1
+    return int(utc_ns(pos["event_timestamp"]).max()) + 1
 
 
 class Popular(CandidateGenerator):
@@ -298,7 +298,7 @@ class DemographicPopular(CandidateGenerator):
         self._set_catalog(videos)
         pos = positives(interactions)
         end = _end_ns(pos)
-        pos = pos[_ns(pos["event_timestamp"]) >= end - int(self.days * 86_400e9)]
+        pos = pos[utc_ns(pos["event_timestamp"]) >= end - int(self.days * 86_400e9)]
         self.user_segment = {u: self._segment(p) for u, p in profiles(users).items()}
         col, known = _positions(self.video_ids, pos["video_id"].to_numpy())
         unknown = self._segment(UNKNOWN)
@@ -583,7 +583,7 @@ class TwoTower(CandidateGenerator):
 
         item = pos["_item"].to_numpy()
         feats = item_feats[item - 1]
-        feats[:, 3] = self._video_age(item, _ns(pos["event_timestamp"]))
+        feats[:, 3] = self._video_age(item, utc_ns(pos["event_timestamp"]))
         u_row = np.searchsorted(self.user_ids, pos["user_id"].to_numpy())
         examples = {"user": u_row + 1, "demo": user_demo[u_row], "history": self._history(pos, include_self=False),
                     "item": item, "feats": feats, "tags": item_tags[item - 1]}
@@ -834,8 +834,8 @@ def rerank(candidates: Mapping[str, Any], k: int, at: pd.Timestamp, freshness_we
     mean = np.bincount(u_code, score[rows]) / u_count
     std = np.sqrt(np.maximum(np.bincount(u_code, score[rows] ** 2) / u_count - mean**2, 0.0))
     z = (score[rows] - mean[u_code]) / np.where(std[u_code] > 1e-12, std[u_code], 1.0)
-    upload = _ns(candidates["upload_ts"])[rows]
-    age_days = np.clip((_ns(at) - upload) / 86_400e9, 0, None)
+    upload = utc_ns(candidates["upload_ts"])[rows]
+    age_days = np.clip((utc_ns(at) - upload) / 86_400e9, 0, None)
     fresh = np.where(upload == NAT, 0.0, 0.5 ** (age_days / freshness_half_life_days))  # unknown upload: no boost
     final = z + freshness_weight * fresh
     # Category cap: rank within (user, category) by the final score; over-cap rows go after all others.

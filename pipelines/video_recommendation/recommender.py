@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.video_recommendation.features import RANKER_CATEGORICAL, RANKER_NUMERIC
-from pipelines.video_recommendation.model import NAT, CandidateGenerator, Ranker, _ns, as_floats, rerank
+from pipelines.video_recommendation.model import NAT, CandidateGenerator, Ranker, as_floats, rerank, utc_ns
 
 SCORED_BY = ("popular", "trending", "demographic_popular", "als", "two_tower")
 """Every generator scores every candidate pair, whoever proposed it: the ranker learns how far to trust each."""
@@ -70,7 +70,7 @@ def request_features(rows: Columns, generators: dict[str, CandidateGenerator], l
     user, video = np.asarray(rows["user_id"], np.int64), np.asarray(rows["video_id"], np.int64)
     out = {f"{name}_score": generators[name].score_pairs(user, video, users=users)
            for name in SCORED_BY if name in generators}
-    upload = _ns(lookup.attributes(video)["upload_ts"])
+    upload = utc_ns(lookup.attributes(video)["upload_ts"])
     out["video_age_days"] = np.where(upload == NAT, np.nan, (at_ns - upload) / 86_400e9)
     return out
 
@@ -137,7 +137,7 @@ class TwoStageRecommender:
         """One row per distinct (user, candidate) with ``stage`` and every ranker feature as of ``at``."""
         cands = self.candidates(np.asarray(user_ids, np.int64), at, users, exclude)
         rows = {**cands, **self.lookup.attributes(cands["video_id"]), "event_timestamp": at}
-        return ranker_inputs(rows, features, self.generators, self.lookup, users, _ns(at))
+        return ranker_inputs(rows, features, self.generators, self.lookup, users, utc_ns(at))
 
     def candidate_frame(self, user_ids: np.ndarray, at: pd.Timestamp, features: Features,
                         users: pd.DataFrame | None = None, exclude: dict[int, set[int]] | None = None
