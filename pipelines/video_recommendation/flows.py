@@ -151,7 +151,9 @@ def train(p: dict[str, Any]) -> str:
     # Stage 2 learns to order the candidates that stage 1, knowing only the days before the ranker window,
     # proposes at its start; a candidate is positive if the user engaged with it during the window.
     catalog = videos[videos["upload_ts"] < ranker_start].reset_index(drop=True)
-    stage1 = TwoStageRecommender(_fit_generators(early, catalog, users, p), None,
+    early_gens = _fit_generators(early, catalog, users, p)
+    early_gens["two_tower"].build_index()  # a throwaway index: only the served one is measured and saved
+    stage1 = TwoStageRecommender(early_gens, None,
                                  catalog[["video_id", "upload_ts", "category"]],
                                  per_generator=p["candidates_per_generator"])
     frame = _labelled_candidates(stage1, interactions[interactions["event_timestamp"] < test_start], users,
@@ -165,7 +167,8 @@ def train(p: dict[str, Any]) -> str:
     history = interactions[interactions["event_timestamp"] < test_start]
     catalog = videos[videos["upload_ts"] < test_start]
     gens = _fit_generators(history, catalog, users, p)
-    ann = run_step(index, CASE, "index", two_tower=gens["two_tower"], ann=p["ann"], k=p["k"])
+    # Never from the cache: the index belongs to the vectors of this fit.
+    ann = index.with_options(refresh_cache=True)(two_tower=gens["two_tower"], ann=p["ann"], k=p["k"])
     recommender = TwoStageRecommender(gens, ranker, catalog[["video_id", "upload_ts", "category"]].reset_index(
         drop=True), per_generator=p["candidates_per_generator"], rerank_params=p["rerank"],
         seen=_seen(interactions, test_start), as_of=test_start)
@@ -187,11 +190,10 @@ def train(p: dict[str, Any]) -> str:
 @step(CASE, "index", reads=lambda paths: [])
 def index(two_tower: Any, ann: dict[str, Any], k: int) -> dict[str, Any]:
     """Build the Faiss HNSW index of the two-tower item embeddings; measure recall@k against exact search."""
-    from pipelines.core.ann import AnnIndex, HnswParams, exact_search, query_time, recall_at_k
+    from pipelines.core.ann import HnswParams, exact_search, query_time, recall_at_k
 
     paths = Paths.from_env()
-    built = AnnIndex.build(two_tower.item_vectors, two_tower.video_ids, HnswParams(**ann))
-    two_tower.index = built
+    built = two_tower.build_index(HnswParams(**ann))
     queries = two_tower.user_vectors
     ann_ids, _ = built.search(queries, k)
     exact_ids, _ = exact_search(two_tower.item_vectors, two_tower.video_ids, queries, k)

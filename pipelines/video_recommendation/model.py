@@ -622,10 +622,10 @@ class TwoTower(CandidateGenerator):
 
     @torch.inference_mode()
     def _export(self, pos: pd.DataFrame, user_demo: np.ndarray, item_feats: np.ndarray, item_tags: np.ndarray) -> None:
-        """Precompute serving state: every known user's query vector and the ANN index of item vectors.
+        """Precompute serving state: every known user's query vector and every item's vector.
 
-        Item vectors are computed at the end of training (their age feature as of then); the index is
-        rebuilt with every retrain.
+        Item vectors are computed at the end of training (their age feature as of then); ``build_index``
+        (the flow's indexing step) puts them in the ANN index that ``recommend`` searches.
         """
         p = self.params
         self.user_tower.eval()
@@ -633,13 +633,18 @@ class TwoTower(CandidateGenerator):
         items = torch.arange(1, len(self.video_ids) + 1)
         v = self.item_tower(items, torch.from_numpy(item_feats), torch.from_numpy(item_tags))
         self.item_vectors = torch.cat([v, self.item_tower.bias(items)], 1).numpy()
-        self.index = AnnIndex.build(self.item_vectors, self.video_ids, p.ann)
+        self.index: AnnIndex | None = None
         history = np.zeros((len(self.user_ids), p.history), np.int64)
         last = pos.groupby("user_id").tail(1)
         history[np.searchsorted(self.user_ids, last["user_id"].to_numpy())] = self._history(
             pos, include_self=True)[last.index.to_numpy()]
         self.user_vectors = self._query(torch.arange(1, len(self.user_ids) + 1), user_demo, history)
         self.cold: dict[tuple[int, ...], np.ndarray] = {}
+
+    def build_index(self, params: HnswParams | None = None) -> AnnIndex:
+        """Index the item vectors of this fit (``params.ann`` unless given); ``recommend`` searches it."""
+        self.index = AnnIndex.build(self.item_vectors, self.video_ids, params or self.params.ann)
+        return self.index
 
     def _query(self, user: torch.Tensor, demo: np.ndarray, history: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -670,6 +675,8 @@ class TwoTower(CandidateGenerator):
 
     def _candidates(self, user_ids: np.ndarray, n: int, users: pd.DataFrame | None, at: pd.Timestamp | None
                     ) -> tuple[np.ndarray, np.ndarray]:
+        if self.index is None:
+            raise RuntimeError("TwoTower.recommend searches the ANN index: call build_index() after fit()")
         return self.index.search(self.query_vectors(user_ids, users), n)
 
 

@@ -92,7 +92,12 @@ def fitted(world: dict) -> dict[str, CandidateGenerator]:
     args = (world["train"], world["catalog"], world["users"])
     return {"popular": Popular().fit(*args), "trending": Trending().fit(*args),
             "demographic_popular": DemographicPopular().fit(*args), "als": ALS(factors=16).fit(*args),
-            "two_tower": TwoTower(TT).fit(*args)}
+            "two_tower": _indexed(TwoTower(TT).fit(*args))}
+
+
+def _indexed(tt: TwoTower) -> TwoTower:
+    tt.build_index()
+    return tt
 
 
 def test_every_generator_returns_k_unseen_available_videos(world: dict, fitted: dict) -> None:
@@ -165,6 +170,10 @@ def test_two_tower_index_scores_are_the_model_scores(world: dict, fitted: dict) 
                                           pd.DataFrame({"user_id": [99_999], "age": [30], "gender": ["f"]})),
                            scores, atol=1e-4)
     assert np.isnan(tt.score_pairs(np.array([1]), np.array([12345]))[0])  # unknown video
+    unindexed = pickle.loads(pickle.dumps(tt))
+    unindexed.index = None  # fit() leaves indexing to the flow's index step
+    with pytest.raises(RuntimeError, match="build_index"):
+        unindexed.recommend(users, 10)
 
 
 def test_models_pickle_and_answer_the_same(world: dict, fitted: dict) -> None:
