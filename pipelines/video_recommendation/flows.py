@@ -361,12 +361,10 @@ def monitor(p: dict[str, Any], start_day: int, n_days: int, drift: float) -> dic
     paths = Paths.from_env()
     window = source.simulate(p["scale"], p["seed"], start_day, n_days, drift)
     tag, rec = registry.load_champion(CASE)
-    log = window["interactions"]
-    # Videos the user already engaged with are never recommended (and the test window has none), so
-    # they are not what the ranker will score: leave them out of the comparison.
-    seen = pd.MultiIndex.from_tuples([(u, v) for u, vs in rec.seen.items() for v in vs], names=["user_id", "video_id"])
-    log = log[~pd.MultiIndex.from_frame(log[["user_id", "video_id"]]).isin(seen)]
-    current = _scored_impressions(rec, log, window["videos"], window["users"], _offline_features(feast.store(paths)))
+    # The world remembers the history: nothing a user engaged with before is shown again, as in the
+    # test window, so the two logs are comparable as they are.
+    current = _scored_impressions(rec, window["interactions"], window["videos"], window["users"],
+                                  _offline_features(feast.store(paths)))
     reference = pd.read_parquet(paths.work(CASE) / "reference.parquet")
     binary = rec.ranker.objective == "binary"  # quality needs probabilities; lambdarank scores are not
     batch = window_batch_id(start_day, n_days)

@@ -271,16 +271,17 @@ class VideoWorld(World):
     def window(self, start_day: int, n_days: int, drift: float = 0.0) -> dict[str, pd.DataFrame]:
         """All tables as the platform would log them for ``[start_day, start_day + n_days)``.
 
-        Within a window the policy never re-shows a video the user already engaged with positively, so
-        evaluations should exclude each user's earlier positives. Windows are drawn independently: each
-        starts with no engagement history.
+        The policy never re-shows a video the user already engaged with positively, so evaluations should
+        exclude each user's earlier positives. The platform remembers: a window starting after day 0
+        continues from the calm history ``[0, start_day)`` (replayed, so it is the history the flows
+        ingested), whose positives stay hidden too.
         """
         if not 0.0 <= drift <= 1.0:
             raise ValueError(f"drift must be in [0, 1], got {drift}")
         if n_days < 1:
             raise ValueError(f"n_days must be at least 1, got {n_days}")
         rng = np.random.default_rng([self.seed, 24, start_day, n_days, int(drift * 1000)])
-        interactions = self._simulate(start_day, n_days, drift, rng)
+        interactions = self._simulate(start_day, n_days, drift, rng, self._liked_before(start_day))
         end = EPOCH + pd.Timedelta(days=start_day + n_days)
         users = public_users(self.population)
         videos = self.videos()
@@ -288,8 +289,19 @@ class VideoWorld(World):
                 "videos": videos[videos["upload_ts"] < end].reset_index(drop=True),
                 "interactions": interactions}
 
-    def _simulate(self, start_day: int, n_days: int, drift: float, rng: np.random.Generator) -> pd.DataFrame:
-        """Sessions in time order; each chunk's positives hide those videos from the user's later slates."""
+    def _liked_before(self, start_day: int) -> sparse.csr_matrix:
+        """(users, videos) positives of the calm history before ``start_day``: never shown to them again."""
+        shape = (self.population.n, self.scale.n_items)
+        if start_day <= 0:
+            return sparse.csr_matrix(shape, dtype=bool)
+        it = self.window(0, start_day)["interactions"]
+        pos = it[it["positive"] == 1]
+        return sparse.csr_matrix((np.ones(len(pos), bool), (pos["user_id"].to_numpy() - 1,
+                                                             pos["video_id"].to_numpy() - 1)), shape=shape)
+
+    def _simulate(self, start_day: int, n_days: int, drift: float, rng: np.random.Generator,
+                  seen: sparse.csr_matrix) -> pd.DataFrame:
+        """Sessions in time order; each chunk's positives (and ``seen``) hide those videos from later slates."""
         start, end = float(start_day), float(start_day + n_days)
         n_sessions = round(self.scale.events_per_day * n_days / MEAN_SLATE)
         p_user, active_from = self._session_weights(start, end)
@@ -299,7 +311,6 @@ class VideoWorld(World):
         user, day = user[order], day[order]
         length = np.minimum(2 + rng.geometric(SCROLL_STOP, n_sessions), MAX_POSITION)
 
-        seen = sparse.csr_matrix((self.population.n, self.scale.n_items), dtype=bool)
         parts = []
         for lo in range(0, n_sessions, _CHUNK):
             u, d = user[lo:lo + _CHUNK], day[lo:lo + _CHUNK]

@@ -105,6 +105,14 @@ def test_the_policy_does_not_reshow_what_a_user_already_liked(tables: dict[str, 
     assert pos.duplicated(["user_id", "video_id"]).mean() < 0.02
 
 
+def test_a_later_window_never_reshows_what_a_user_liked_before(world: VideoWorld) -> None:
+    history = world.window(0, 6)["interactions"]
+    later = world.window(6, 2)["interactions"]
+    liked = pd.MultiIndex.from_frame(history.loc[history["positive"] == 1, ["user_id", "video_id"]])
+    assert len(liked) > 500 and later["user_id"].isin(history["user_id"]).mean() > 0.5
+    assert not pd.MultiIndex.from_frame(later[["user_id", "video_id"]]).isin(liked).any()
+
+
 def test_drift_promotes_the_emerging_category_and_ids_stay_unique(world: VideoWorld) -> None:
     calm, moved = (world.window(10, 3, drift=d) for d in (0.0, 1.0))
     category = world.videos().set_index("video_id")["category"]
