@@ -117,7 +117,7 @@ def as_floats(values: Any) -> np.ndarray:
     return pd.to_numeric(values, errors="coerce").to_numpy(float, na_value=np.nan)
 
 
-def _positions(catalog: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def catalog_positions(catalog: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Column of each id in the sorted ``catalog`` and whether the id is in it at all."""
     col = np.searchsorted(catalog, ids).clip(0, max(0, len(catalog) - 1))
     return col, catalog[col] == ids
@@ -189,7 +189,7 @@ class CandidateGenerator:
         """The generator's score for each (user, video) pair (NaN where it has none): a ranker feature."""
         user_ids, video_ids = np.asarray(user_ids, np.int64), np.asarray(video_ids, np.int64)
         out = np.full(len(user_ids), np.nan)
-        col, known = _positions(self.video_ids, video_ids)
+        col, known = catalog_positions(self.video_ids, video_ids)
         uniq, row = np.unique(user_ids, return_inverse=True)
         for start in range(0, len(uniq), CHUNK):
             scores = self._score_matrix(uniq[start:start + CHUNK], users, at)
@@ -203,7 +203,7 @@ def _window_counts(pos: pd.DataFrame, video_ids: np.ndarray, start_ns: int, end_
     """Positives per catalog video with ``start_ns <= t < end_ns``."""
     t = utc_ns(pos["event_timestamp"])
     vids = pos["video_id"].to_numpy()[(t >= start_ns) & (t < end_ns)]
-    col, ok = _positions(video_ids, vids)
+    col, ok = catalog_positions(video_ids, vids)
     return np.bincount(col[ok], minlength=len(video_ids)).astype(float)
 
 
@@ -300,7 +300,7 @@ class DemographicPopular(CandidateGenerator):
         end = _end_ns(pos)
         pos = pos[utc_ns(pos["event_timestamp"]) >= end - int(self.days * 86_400e9)]
         self.user_segment = {u: self._segment(p) for u, p in profiles(users).items()}
-        col, known = _positions(self.video_ids, pos["video_id"].to_numpy())
+        col, known = catalog_positions(self.video_ids, pos["video_id"].to_numpy())
         unknown = self._segment(UNKNOWN)
         segments = [self.user_segment.get(u, unknown) for u in pos["user_id"].to_numpy()[known].tolist()]
         self.segment_row = {seg: i for i, seg in enumerate(dict.fromkeys(segments))}
@@ -393,7 +393,7 @@ class ALS(CandidateGenerator):
 
         self._set_catalog(videos)
         pos = positives(interactions)
-        col, known = _positions(self.video_ids, pos["video_id"].to_numpy())
+        col, known = catalog_positions(self.video_ids, pos["video_id"].to_numpy())
         active, row = np.unique(pos["user_id"].to_numpy()[known], return_inverse=True)
         matrix = sparse.csr_matrix((np.ones(len(row), np.float32), (row, col[known])),
                                    shape=(len(active), len(self.video_ids)))

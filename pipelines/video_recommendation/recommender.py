@@ -22,7 +22,15 @@ import numpy as np
 import pandas as pd
 
 from pipelines.video_recommendation.features import RANKER_CATEGORICAL, RANKER_NUMERIC
-from pipelines.video_recommendation.model import NAT, CandidateGenerator, Ranker, as_floats, rerank, utc_ns
+from pipelines.video_recommendation.model import (
+    NAT,
+    CandidateGenerator,
+    Ranker,
+    as_floats,
+    catalog_positions,
+    rerank,
+    utc_ns,
+)
 
 SCORED_BY = ("popular", "trending", "demographic_popular", "als", "two_tower")
 """Every generator scores every candidate pair, whoever proposed it: the ranker learns how far to trust each."""
@@ -51,17 +59,13 @@ class VideoLookup:
         return cls(v["video_id"].to_numpy(np.int64), upload,
                    v["category"].astype(object).where(v["category"].notna(), None).to_numpy(object))
 
-    def rows(self, video_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Position of each id in the catalog and whether it is there at all."""
-        pos = np.searchsorted(self.video_ids, video_ids).clip(0, max(0, len(self.video_ids) - 1))
-        return pos, self.video_ids[pos] == video_ids if len(self.video_ids) else np.zeros(len(video_ids), bool)
-
     def attributes(self, video_ids: np.ndarray) -> Columns:
         """``category`` and ``upload_ts`` of each id (None / NaT for an id outside the catalog)."""
-        pos, known = self.rows(video_ids)
-        upload = np.where(known, self.upload_ts[pos], np.datetime64("NaT", "ns"))
-        category = np.where(known, self.category[pos], None) if len(video_ids) else np.empty(0, object)
-        return {"category": category, "upload_ts": upload}
+        if not len(video_ids):
+            return {"category": np.empty(0, object), "upload_ts": np.empty(0, "datetime64[ns]")}
+        pos, known = catalog_positions(self.video_ids, video_ids)
+        return {"category": np.where(known, self.category[pos], None),
+                "upload_ts": np.where(known, self.upload_ts[pos], np.datetime64("NaT", "ns"))}
 
 
 def request_features(rows: Columns, generators: dict[str, CandidateGenerator], lookup: VideoLookup,
