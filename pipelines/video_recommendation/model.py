@@ -798,6 +798,20 @@ def _cumcount(groups: np.ndarray) -> np.ndarray:
     return out
 
 
+def merge_stages(user: np.ndarray, video: np.ndarray, stage: np.ndarray, names: Sequence[str],
+                 priority: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One row per distinct (user, video): the row of lowest ``priority``, and every stage that proposed it.
+
+    ``stage`` holds each row's index into ``names``. Returns the kept row indices, ordered by (user,
+    video), and each one's stage label: the names of the stages, joined by "," in ``names`` order.
+    """
+    order = np.lexsort((priority, video, user))
+    first = np.flatnonzero(np.r_[True, (user[order][1:] != user[order][:-1]) | (video[order][1:] != video[order][:-1])])
+    masks = np.bitwise_or.reduceat(np.left_shift(1, stage.astype(np.int64))[order], first)
+    label = {m: ",".join(n for b, n in enumerate(names) if m >> b & 1) for m in set(masks.tolist())}
+    return order[first], np.array([label[m] for m in masks.tolist()], object)
+
+
 def rerank(candidates: Mapping[str, Any], k: int, at: pd.Timestamp, freshness_weight: float = 0.3,
            max_per_category: int = 3, exclude: dict[int, set[int]] | None = None,
            freshness_half_life_days: float = 2.0) -> dict[str, np.ndarray]:
@@ -825,17 +839,14 @@ def rerank(candidates: Mapping[str, Any], k: int, at: pd.Timestamp, freshness_we
     if exclude:
         keep = np.array([v not in exclude.get(u, ()) for u, v in zip(user.tolist(), video.tolist(), strict=True)],
                         dtype=bool)
-    # Duplicates: the best-scoring row of each (user, video) stays, with the union of the stages as a bitmask.
+    # Duplicates: the best-scoring row of each (user, video) stays, with the union of the stages.
     stage_code, stage_names = pd.factorize(c["stage"], sort=True)
     rows = np.flatnonzero(keep)
     if not len(rows):
         return {name: values[:0] for name, values in c.items()} | {"rerank_score": np.empty(0),
                                                                   "rank": np.empty(0, np.int64)}
-    rows = rows[np.lexsort((-score[rows], video[rows], user[rows]))]
-    first = np.r_[True, (user[rows][1:] != user[rows][:-1]) | (video[rows][1:] != video[rows][:-1])]
-    masks = np.bitwise_or.reduceat(np.left_shift(1, stage_code[rows]).astype(np.int64), np.flatnonzero(first))
-    rows = rows[first]
-    names = {m: ",".join(stage_names[b] for b in range(len(stage_names)) if m >> b & 1) for m in set(masks.tolist())}
+    merged, stages = merge_stages(user[rows], video[rows], stage_code[rows], list(stage_names), -score[rows])
+    rows = rows[merged]
     # Standardise per user, then add the freshness boost.
     u_code, u_count = np.unique(user[rows], return_inverse=True, return_counts=True)[1:]
     mean = np.bincount(u_code, score[rows]) / u_count
@@ -856,6 +867,6 @@ def rerank(candidates: Mapping[str, Any], k: int, at: pd.Timestamp, freshness_we
     order = order[_cumcount(u_code[order]) < k]
     take = rows[order]
     return {name: values[take] for name, values in c.items()} | {
-        "stage": np.array([names[m] for m in masks[order].tolist()], object), "rerank_score": final[order],
+        "stage": stages[order], "rerank_score": final[order],
         "rank": _cumcount(u_code[order]) + 1}
 

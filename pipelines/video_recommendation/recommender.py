@@ -28,6 +28,7 @@ from pipelines.video_recommendation.model import (
     Ranker,
     as_floats,
     catalog_positions,
+    merge_stages,
     rerank,
     utc_ns,
 )
@@ -125,15 +126,10 @@ class TwoStageRecommender:
         u, v = np.array(user, np.int64), np.array(video, np.int64)
         if not len(u):
             return {"user_id": u, "video_id": v, "stage": np.empty(0, object)}
-        order = np.lexsort((v, u))  # stable: a group's first row is its first proposal
-        first = np.r_[True, (u[order][1:] != u[order][:-1]) | (v[order][1:] != v[order][:-1])]
-        starts = np.flatnonzero(first)
-        masks = np.bitwise_or.reduceat(np.left_shift(1, np.array(bit, np.int64))[order], starts)
-        keep = np.argsort(order[starts], kind="stable")
-        rows, masks = order[starts][keep], masks[keep]
-        names = list(self.generators)
-        label = {m: ",".join(n for i, n in enumerate(names) if m >> i & 1) for m in set(masks.tolist())}
-        return {"user_id": u[rows], "video_id": v[rows], "stage": np.array([label[m] for m in masks.tolist()], object)}
+        rows, stages = merge_stages(u, v, np.array(bit), list(self.generators), np.arange(len(u)))
+        first_proposed = np.argsort(rows, kind="stable")
+        rows, stages = rows[first_proposed], stages[first_proposed]
+        return {"user_id": u[rows], "video_id": v[rows], "stage": stages}
 
     def candidate_columns(self, user_ids: np.ndarray, at: pd.Timestamp, features: Features,
                           users: pd.DataFrame | None = None, exclude: dict[int, set[int]] | None = None

@@ -122,8 +122,8 @@ class VideoRecommendation:
     # without parallelism. With a remote online store make it a plain ``def`` so network waits overlap.
     @bentoml.api(route="/recommend", input_spec=RecommendRequest, output_spec=RecommendResponse)
     async def recommend(self, user_id: int, k: int = 10, at: datetime | None = None, country: str | None = None,
-                  language: str | None = None, gender: str | None = None, age: int | None = None
-                  ) -> RecommendResponse:
+                        language: str | None = None, gender: str | None = None, age: int | None = None
+                        ) -> RecommendResponse:
         """Top k videos for a user, each with the stage(s) that proposed it."""
         return self.recommender.recommend(user_id, k, at, country=country, language=language, gender=gender,
                                           age=age)
