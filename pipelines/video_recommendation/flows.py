@@ -109,12 +109,14 @@ def _seen(interactions: pd.DataFrame, before: pd.Timestamp) -> dict[int, set[int
 
 def _fit_generators(interactions: pd.DataFrame, videos: pd.DataFrame, users: pd.DataFrame,
                     p: dict[str, Any]) -> dict[str, Any]:
-    from pipelines.video_recommendation import model as m
+    from pipelines.core.ann import HnswParams
+    from pipelines.video_recommendation.generators import ALS, DemographicPopular, Popular, Trending
+    from pipelines.video_recommendation.two_tower import TwoTower, TwoTowerParams
 
     g = p["generators"]
-    tt = m.TwoTowerParams(**g["two_tower"], seed=p["seed"], ann=m.HnswParams(**p["ann"]))
-    gens = [m.Popular(**g["popular"]), m.Trending(**g["trending"]), m.DemographicPopular(**g["demographic_popular"]),
-            m.ALS(**g["als"], seed=p["seed"]), m.TwoTower(tt)]
+    tt = TwoTowerParams(**g["two_tower"], seed=p["seed"], ann=HnswParams(**p["ann"]))
+    gens = [Popular(**g["popular"]), Trending(**g["trending"]), DemographicPopular(**g["demographic_popular"]),
+            ALS(**g["als"], seed=p["seed"]), TwoTower(tt)]
     return {gen.name: gen.fit(interactions, videos, users) for gen in gens}
 
 
@@ -137,7 +139,7 @@ def _offline_features(fs: Any) -> Any:
 def train(p: dict[str, Any]) -> str:
     """Generators, the ANN index and the ranker; the test window's lists of every system for evaluate."""
     from pipelines.core import feast, registry
-    from pipelines.video_recommendation.model import Ranker
+    from pipelines.core.recsys.ranker import Ranker
     from pipelines.video_recommendation.recommender import RANKER_FEATURES, TwoStageRecommender
 
     paths = Paths.from_env()
@@ -222,7 +224,7 @@ def _test_lists(recommender: Any, interactions: pd.DataFrame, videos: pd.DataFra
                 test_start: pd.Timestamp, p: dict[str, Any], fetch: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Top-k lists for every test user from each generator alone, the two-stage system and the oracle;
     and the scored candidate frame of the test window (monitoring's reference)."""
-    from pipelines.video_recommendation.model import Oracle
+    from pipelines.video_recommendation.generators import Oracle
 
     k, exclude = p["k"], recommender.seen
     frame = _labelled_candidates(recommender, interactions, users, test_start, fetch)
@@ -251,7 +253,7 @@ def _scored_impressions(recommender: Any, log: pd.DataFrame, videos: pd.DataFram
     What monitoring compares: the test window's (the reference) against the next window's. Both are what
     the platform logged, so a shift means users, videos or behaviour moved.
     """
-    from pipelines.video_recommendation.model import utc_ns
+    from pipelines.core.recsys.arrays import utc_ns
     from pipelines.video_recommendation.recommender import VideoLookup, ranker_inputs
 
     rows = log[["user_id", "video_id", "event_timestamp", "positive"]].merge(

@@ -21,17 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.core.recsys.arrays import NAT, as_floats, catalog_positions, utc_ns
+from pipelines.core.recsys.generators import CandidateGenerator
+from pipelines.core.recsys.ranker import Ranker
+from pipelines.core.recsys.rerank import merge_stages, rerank
 from pipelines.video_recommendation.features import RANKER_CATEGORICAL, RANKER_NUMERIC
-from pipelines.video_recommendation.model import (
-    NAT,
-    CandidateGenerator,
-    Ranker,
-    as_floats,
-    catalog_positions,
-    merge_stages,
-    rerank,
-    utc_ns,
-)
 
 SCORED_BY = ("popular", "trending", "demographic_popular", "als", "two_tower")
 """Every generator scores every candidate pair, whoever proposed it: the ranker learns how far to trust each."""

@@ -12,17 +12,11 @@ import pandas as pd
 import pytest
 
 from pipelines.core.ranking import ranking_report
-from pipelines.video_recommendation.model import (
-    ALS,
-    CandidateGenerator,
-    DemographicPopular,
-    Popular,
-    Ranker,
-    Trending,
-    TwoTower,
-    TwoTowerParams,
-    rerank,
-)
+from pipelines.core.recsys.generators import CandidateGenerator
+from pipelines.core.recsys.ranker import Ranker
+from pipelines.core.recsys.rerank import rerank
+from pipelines.video_recommendation.generators import ALS, DemographicPopular, Popular, Trending
+from pipelines.video_recommendation.two_tower import TwoTower, TwoTowerParams
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
 CUT = T0 + pd.Timedelta(days=8)
