@@ -2,7 +2,7 @@
 
 Each scale runs twice in fresh temporary CASEBOOK_HOMEs against one Prefect server started once, so the
 numbers show how cost grows with rows, not process start-up: once as the whole flow (as `casebook run`
-does it, where materialization overlaps training), once step by step. Usage:
+does it), once step by step. The steps are the case spec's (video_recommendation has `index`). Usage:
     python benchmarks/flow_steps.py --case ad_click --scales tiny,small [--deploy]
 """
 
@@ -22,8 +22,6 @@ from _machine import describe
 
 from pipelines.core.settings import PROJECT_ROOT, apply_privacy_defaults
 
-STEPS = ["ingest", "validate", "features", "train", "evaluate", "deploy", "monitor"]
-
 
 def fresh_home(case: str, scale: str) -> None:
     """A new temporary CASEBOOK_HOME whose params.yaml selects ``scale``."""
@@ -39,20 +37,21 @@ def run_scale(case: str, scale: str, deploy: bool) -> tuple[dict[str, float], fl
     """Per-step seconds, their sum, the whole flow's seconds and the rows of the largest raw table."""
     import pandas as pd
 
-    from pipelines.core.cases import get
+    from pipelines import cases
+    from pipelines.core.flowset import run_case
     from pipelines.core.settings import Paths
 
-    run = get(case).load_flow()
-    steps = STEPS if deploy else [s for s in STEPS if s not in ("deploy", "monitor")]  # monitor needs a champion
+    spec = cases.spec(case)
+    steps = [s for s in spec.steps if deploy or s not in ("deploy", "monitor")]  # monitor needs a champion
     fresh_home(case, scale)
     t0 = time.perf_counter()
-    run(steps=steps)
+    run_case(spec, steps)
     whole = time.perf_counter() - t0
     fresh_home(case, scale)
     times: dict[str, float] = {}
     for step in steps:
         t0 = time.perf_counter()
-        run(steps=[step])
+        run_case(spec, [step])
         times[step] = time.perf_counter() - t0
     raw = Paths.from_env().raw(case)
     rows = max(sum(len(pd.read_parquet(f)) for f in table.glob("*.parquet")) for table in raw.iterdir())
@@ -70,7 +69,7 @@ def main() -> None:
     bad = [s for s in scales if s not in ("tiny", "small", "large")]
     if bad:
         ap.error(f"unknown scale(s) {bad}; choose from tiny, small, large")
-    from pipelines.core.cases import CASES
+    from pipelines.cases import CASES
 
     if args.case not in CASES:
         ap.error(f"unknown case {args.case!r}; choose from {', '.join(CASES)}")

@@ -1,18 +1,18 @@
-"""The ``casebook`` command line. Heavy libraries are imported inside commands so ``--help`` is instant."""
+"""The ``casebook`` command line. Heavy libraries (and the case specs) are imported inside commands, so
+``--help`` is instant."""
 
 from __future__ import annotations
 
 import json
 import os
-from enum import Enum, StrEnum
+import sys
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
 import typer
 
-from pipelines.core.cases import CASES, get
-from pipelines.core.flow import STEPS
-from pipelines.core.settings import Paths, apply_privacy_defaults
+from pipelines.cases import CASES
 
 app = typer.Typer(help="Casebook: the ML system design case studies as runnable pipelines.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -29,114 +29,195 @@ class Source(StrEnum):
     file = "file"
 
 
-Step = Enum("Step", {s: s for s in STEPS}, type=str)  # type: ignore[misc]
+ScaleOpt = Annotated[Scale | None, typer.Option(help="world size; default from params.yaml")]
+SeedOpt = Annotated[int | None, typer.Option(min=0, help="simulator seed; default from params.yaml")]
+SourceOpt = Annotated[Source | None, typer.Option(help="where the data comes from; default from params.yaml")]
 
 
 def _fail(message: str) -> None:
     from rich.console import Console
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}")
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code=2)
 
 
-def _case(name: str) -> str:
-    if name != "all" and name not in CASES:
-        _fail(f"unknown case study {name!r}; choose one of: {', '.join(CASES)} or 'all'")
-    return name
+def _names(case: str, allow_all: bool = True) -> list[str]:
+    if case == "all" and allow_all:
+        return list(CASES)
+    if case not in CASES:
+        _fail(f"unknown case study {case!r}; choose one of: {', '.join(CASES)}{' or all' if allow_all else ''}")
+    return [case]
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What a user can cause (bad data, params, files, order of steps): one paragraph, no traceback."""
+    from pipelines.core.settings import ConfigError
+    from pipelines.core.validation import ValidationFailed
+
+    return ValidationFailed, ConfigError, FileNotFoundError, LookupError, ValueError
 
 
 @app.command("list")
 def list_cases() -> None:
-    """List the case studies and whether each has been run here."""
+    """List the case studies and the last headline metric of each (in the default world)."""
     from rich.console import Console
     from rich.table import Table
 
-    paths = Paths.from_env()
+    from pipelines import cases
+    from pipelines.core.flowset import open_run
+
     table = Table("case", "title", "last metrics")
-    for case in CASES.values():
-        m = paths.metrics(case.name)
-        table.add_row(case.name, case.title, str(m.relative_to(paths.home)) if m.exists() else "-")
+    for spec in cases.specs():
+        try:
+            run = open_run(spec)
+            doc = json.loads(run.paths.metrics(spec.name).read_text())
+            last = f"{spec.metric.key} {doc['model'][spec.metric.key]:.4f} ({run.world.describe()})"
+        except (OSError, KeyError, ValueError, LookupError, TypeError):
+            last = "- (not run yet)"
+        table.add_row(spec.name, spec.title, last)
     Console().print(table)
+
+
+class _StepLines:
+    """One line per step: its state and duration; a spinner names the step that is running."""
+
+    MARK: ClassVar[dict[str, str]] = {"done": "[green]✓[/]", "cached": "[blue]↺[/]", "failed": "[red]✗[/]"}
+
+    def __init__(self, console: Any, case: str, status: Any) -> None:
+        self.console, self.case, self.status = console, case, status
+
+    def __call__(self, step: str, state: str, seconds: float) -> None:
+        if state == "running":
+            self.status.update(f"[bold]{self.case}[/]: {step} …")
+            return
+        note = " (from cache: inputs unchanged)" if state == "cached" else ""
+        self.console.print(f"  {self.MARK[state]} {self.case} {step:<9} {seconds:7.1f} s{note}", highlight=False)
 
 
 @app.command()
 def run(
     case: Annotated[str, typer.Argument(help="a case study name, or 'all'")],
-    step: Annotated[list[Step] | None, typer.Option("--step", "-s", help="run only this step (repeatable)")] = None,
-    scale: Annotated[Scale | None, typer.Option(help="world size; default from params.yaml")] = None,
-    seed: Annotated[int | None, typer.Option(min=0, help="simulator seed; default from params.yaml")] = None,
+    step: Annotated[list[str] | None, typer.Option("--step", "-s", help="run only this step (repeatable)")] = None,
+    scale: ScaleOpt = None,
+    seed: SeedOpt = None,
     drift: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="drift of the monitored window")] = None,
-    source: Annotated[Source | None, typer.Option(help="where the data comes from; default from params.yaml")] = None,
+    source: SourceOpt = None,
     interactions: Annotated[Path | None, typer.Option(help="file source: CSV/Parquet of user_id, item_id, "
                                                       "timestamp [, rating | event]")] = None,
     items: Annotated[Path | None, typer.Option(help="file source: optional CSV/Parquet of item attributes")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show every tool's log on the terminal")] = False,
 ) -> None:
-    """Run a case study's flow set (or one step of it) as a Prefect flow."""
+    """Run a case study's flow set (or some of its steps) as a Prefect flow."""
     from rich.console import Console
 
-    from pipelines.core.settings import ConfigError
-    from pipelines.core.validation import ValidationFailed
+    from pipelines.core.console import route_logs
+    from pipelines.core.settings import Paths, apply_privacy_defaults
 
     apply_privacy_defaults()
+    names = _names(case)
+    files = {k: v for k, v in {"interactions": interactions, "items": items}.items() if v is not None}
+    if (files or source) and case == "all":
+        _fail("--source/--interactions/--items go with one case study, not 'all'")
     console = Console()
-    names = list(CASES) if _case(case) == "all" else [case]
-    files = {k: v for k, v in {"source": source.value if source else None, "interactions": interactions,
-                               "items": items}.items() if v is not None}
-    if files and (case == "all" or not get(case).file_source):
-        _fail(f"--source/--interactions/--items need a case study that reads files: "
-              f"{', '.join(c.name for c in CASES.values() if c.file_source)}")
+    log = route_logs(verbose)
+    from pipelines import cases
+    from pipelines.core.flowset import run_case
+
+    if step and case == "all":  # each case runs the chosen steps it has (only video has `index`)
+        known = {s for spec in cases.specs() for s in spec.steps}
+        if unknown := [s for s in step if s not in known]:
+            _fail(f"unknown step(s) {unknown}; the case studies have {sorted(known)}")
     for name in names:
-        with console.status(f"[bold]{name}[/]: running {', '.join(s.value for s in step) if step else 'all steps'}"):
+        steps = [s for s in step if s in cases.spec(name).steps or case != "all"] if step else None
+        if steps == []:
+            continue
+        with console.status(f"[bold]{name}[/]: starting") as status:
             try:
-                result = get(name).load_flow()(steps=[s.value for s in step] if step else None,
-                                               scale=scale.value if scale else None, seed=seed, drift=drift, **files)
-            except ValidationFailed as exc:
-                _fail(str(exc))
-            except (ConfigError, FileNotFoundError, LookupError, ValueError) as exc:
-                _fail(f"{name}: {exc}")
-        console.print(f"[green]done[/] {name}: {', '.join(result)}")
+                result = run_case(cases.spec(name), steps, scale=scale.value if scale else None, seed=seed,
+                                  drift=drift, source=source.value if source else None, files=files,
+                                  progress=_StepLines(console, name, status))
+            except _user_errors() as exc:
+                _fail(f"{name}: {exc}\n(the tools' full log: {log})")
         if "evaluate" in result:
-            _print_report(name)
-        if "monitor" in result:
-            mon = result["monitor"]
-            console.print(f"monitor: drift share {mon['drift_share']:.2f}, alarm {mon['alarm']}, "
-                          f"report {mon['html_path']}")
+            _print_report(name, scale=scale, seed=seed, source=source, files=files)
+        for key in ("monitor",):
+            if key in result:
+                mon = result[key]
+                console.print(f"monitor: drift share {mon['drift_share']:.2f}, alarm {mon['alarm']}, "
+                              f"report {mon['html_path']}")
+        if "retrain" in result:
+            console.print(f"retrained on the new window: {result['retrain']['deploy']['reason']}")
+        if "deploy" in result:
+            console.print(f"deploy: {result['deploy']['reason']}")
+    console.print(f"plots: {Paths.from_env().home / 'plots'}   log: {log}", highlight=False)
 
 
-def _print_report(case: str) -> None:
+def _print_report(case: str, *, scale: Scale | None = None, seed: int | None = None, source: Source | None = None,
+                  files: dict[str, Path] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    file = Paths.from_env().metrics(case)
+    from pipelines import cases
+    from pipelines.core.flowset import open_run
+
+    spec = cases.spec(case)
+    try:
+        run = open_run(spec, scale=scale.value if scale else None, seed=seed,
+                       source=source.value if source else None, files=files)
+    except _user_errors() as exc:
+        _fail(f"{case}: {exc}")
+    file = run.paths.metrics(case)
     if not file.exists():
-        _fail(f"no metrics for {case}: run `casebook run {case}` first ({file} is missing)")
+        _fail(f"no metrics for {case} in the world of {run.world.describe()}: run `casebook run {case}` first "
+              f"({file} is missing)")
     metrics = json.loads(file.read_text())
     # A case with several systems (e.g. each candidate generator alone) reports them all, one row each.
     rows = metrics.get("systems") or {k: metrics[k] for k in ("baseline", "model", "oracle") if k in metrics}
     keys = [k for k, v in next(iter(rows.values())).items() if isinstance(v, int | float) and k != "users"]
     covered = ", ".join(f"{v:,} {k}" for k, v in metrics.get("coverage", {}).items())
-    table = Table(title=f"{case} — test window: {covered}")
+    table = Table(title=f"{case} — {run.world.describe()} — test window: {covered}")
     table.add_column("system")
     for k in keys:
         table.add_column(k, justify="right")
     for name, values in rows.items():
         table.add_row(name, *(f"{values[k]:.4f}" for k in keys))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    verdict = metrics.get("promotion") or {}
+    deploy = run.work("deploy.json")
+    served = json.loads(deploy.read_text()) if deploy.exists() else None
+    if served and served.get("challenger") == metrics.get("model_tag"):
+        state = ("[green]serving[/] (promoted)" if served["promoted"] else
+                 f"[yellow]a challenger that was not promoted[/]: {served['reason']}")
+    else:
+        state = "a challenger, not deployed yet (`--step deploy`)"
+    console.print(f"model {metrics.get('model_tag')}: {state}", highlight=False)
+    champ = verdict.get("champion")
+    if champ and champ.get("value") is not None:
+        console.print(f"on this window the champion {champ['tag']} scores {verdict['metric']} {champ['value']:.4f}, "
+                      f"the challenger {verdict['challenger_value']:.4f}", highlight=False)
 
 
 @app.command()
-def report(case: Annotated[str, typer.Argument(help="a case study name")]) -> None:
-    """Print the last evaluation: model vs baseline vs oracle."""
-    _print_report(get(_case(case)).name)
+def report(
+    case: Annotated[str, typer.Argument(help="a case study name, or 'all'")],
+    scale: ScaleOpt = None,
+    seed: SeedOpt = None,
+    source: SourceOpt = None,
+) -> None:
+    """Print the last evaluation of a world (default: params.yaml's): model vs baseline vs oracle."""
+    for name in _names(case):
+        _print_report(name, scale=scale, seed=seed, source=source)
 
 
 @app.command()
 def monitor(
     case: Annotated[str, typer.Argument(help="a case study name")],
     drift: Annotated[float, typer.Option(min=0.0, max=1.0, help="drift of the new window")] = 0.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Score a new window of traffic and write an Evidently drift report (retrains on alarm)."""
-    run(case, step=[Step("monitor")], scale=None, seed=None, drift=drift)
+    run(_names(case, allow_all=False)[0], step=["monitor"], drift=drift, verbose=verbose)
 
 
 @app.command()
@@ -144,18 +225,49 @@ def serve(
     case: Annotated[str, typer.Argument(help="a case study name")],
     port: Annotated[int, typer.Option(min=1, max=65535)] = 3000,
     host: Annotated[str, typer.Option(help="bind address; loopback unless you mean it")] = "127.0.0.1",
+    scale: ScaleOpt = None,
+    seed: SeedOpt = None,
+    source: SourceOpt = None,
 ) -> None:
-    """Serve the champion model of a case over HTTP (BentoML); OpenAPI docs at /docs."""
-    from pipelines.core.settings import PROJECT_ROOT
+    """Serve the champion model of a case over HTTP (BentoML); the Swagger UI at /, the spec at /docs.json."""
+    from pipelines import cases
+    from pipelines.core import registry
+    from pipelines.core.flowset import open_run
+    from pipelines.core.serving import service_target
+    from pipelines.core.settings import PROJECT_ROOT, apply_privacy_defaults
 
     apply_privacy_defaults()
-    get(_case(case))
-    paths = Paths.from_env()
-    os.environ["BENTOML_HOME"] = str(paths.models)
+    name = _names(case, allow_all=False)[0]
+    try:
+        r = open_run(cases.spec(name), scale=scale.value if scale else None, seed=seed,
+                     source=source.value if source else None)
+    except _user_errors() as exc:
+        _fail(f"{name}: {exc}")
+    os.environ["CASEBOOK_HOME"] = str(r.paths.home)
+    registry.use_home(r.paths)
+    if registry.champion(name) is None:  # the service would crash-loop on start: say it once instead
+        _fail(f"{name} has no champion model in the world of {r.world.describe()}: run `casebook run {name}` first")
     os.chdir(PROJECT_ROOT)
-    from pipelines.core.serving import service_target
+    # The venv's bentoml, whatever PATH says: `casebook` may run without an activated venv.
+    os.execv(sys.executable, [sys.executable, "-m", "bentoml", "serve", service_target(name), "--host", host,
+                              "--port", str(port)])
 
-    os.execvp("bentoml", ["bentoml", "serve", service_target(case), "--host", host, "--port", str(port)])
+
+@app.command()
+def generate(
+    check: Annotated[bool, typer.Option(help="exit 1 if a committed file differs instead of writing it")] = False,
+) -> None:
+    """Write dvc.yaml and prefect.yaml from the case registry (never edit them by hand)."""
+    from pipelines import cases
+    from pipelines.core.generate import stale, write_all
+
+    if check:
+        differ = stale(cases.specs())
+        if differ:
+            _fail(f"{', '.join(differ)} differ from what the registry produces: run `casebook generate`")
+        return
+    for path in write_all(cases.specs()):
+        typer.echo(f"wrote {path}")
 
 
 if __name__ == "__main__":

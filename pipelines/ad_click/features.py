@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import pandas as pd
 
+from pipelines.core.case import Run
 from pipelines.core.features import rate_snapshots
 from pipelines.world.ad_click import ATTRIBUTION_SECONDS
 
-VIEWS = ["user_profile", "ad_profile", "ad_ctr", "user_ctr", "user_ad_ctr"]
 SERVICE = "ad_click_v1"
+
+
+def build(run: Run) -> dict[str, pd.DataFrame]:
+    """Every feature table from all validated data (the core writes them and applies the Feast views)."""
+    return {"ad_profile": ad_profile_table(run.validated("ads")),
+            **ctr_tables(run.validated("impressions"), run.params.ctr_prior)}
 
 
 def ad_profile_table(ads: pd.DataFrame) -> pd.DataFrame:

@@ -1,42 +1,63 @@
-"""Building blocks of every case's BentoML service: serving config, id types and a ``/readyz`` with the tag.
+"""The HTTP edge of every case's BentoML service: request types and ASGI middlewares.
 
-Imported by ``services/<case>/service.py`` only (it imports BentoML), so the pipelines never pay for it.
+The middlewares sit in front of BentoML so each case's service gets them without a line of its own:
+``/readyz`` answers with the served model tag; API bodies are validated before BentoML sees them, so a
+bad request is a 4xx with one message naming the field and one rate-limited log line, never a 500 or a
+traceback; the Swagger UI and the OpenAPI spec load nothing from a third party, and the spec describes
+the error bodies the service really sends. Imported by the service base only (it imports BentoML), so
+the pipelines never pay for it.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import html
+import inspect
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import bentoml
-from pydantic import Field
-
-from pipelines.core.settings import ConfigError, Paths, load_params
+from pydantic import AfterValidator, AwareDatetime, Field, ValidationError
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 EntityId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 """Feast entity keys are int64: a larger id would fail inside the store, so it is a 400 at the edge."""
 
+REQUEST_TIME_RANGE = (datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC))
+"""Pandas timestamps end in 1677 and 2262; a margin inside that keeps the models' date arithmetic safe."""
 
-def serving_params(case: str, defaults: dict[str, int], paths: Paths | None = None) -> dict[str, int]:
-    """``<case>.serving`` from params.yaml over ``defaults``; no params file means the defaults.
 
-    Every value is a positive integer (sizes, counts, seconds); an unknown key is a typo, not ignored.
-    """
-    paths = paths or Paths.from_env()
-    section = load_params(case, paths).get("serving") if paths.params_file.exists() else None
-    out = dict(defaults)
-    for key, value in (section or {}).items():
-        if key not in out:
-            raise ConfigError(f"unknown key {case}.serving.{key} in {paths.params_file}; allowed: {sorted(out)}")
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{case}.serving.{key} must be a positive integer, got {value!r}")
-        out[key] = value
-    return out
+def _in_request_range(at: datetime) -> datetime:
+    lo, hi = REQUEST_TIME_RANGE
+    if not lo <= at < hi:
+        raise ValueError(f"must be from {lo:%Y-%m-%d} up to {hi:%Y-%m-%d} (UTC), got {at.isoformat()}")
+    return at
+
+
+RequestTime = Annotated[AwareDatetime, AfterValidator(_in_request_range)]
+"""A request's clock: ISO 8601 with a zone, within ``REQUEST_TIME_RANGE`` (else a 400, not a 500)."""
+
+
+def route(service: bentoml.Service[Any], path: str) -> str:
+    """``path`` under the service's ``path_prefix``, as BentoML mounts it."""
+    return "/".join(((service.path_prefix or "").rstrip("/"), path.lstrip("/")))
+
+
+def service_doc(service: bentoml.Service[Any]) -> str:
+    """The case's own words for its service (its module docstring): the Swagger page and Bento README."""
+    module = inspect.getmodule(service.inner)
+    return inspect.cleandoc((module.__doc__ if module else None) or service.inner.__doc__ or service.name)
 
 
 class ReadyzWithTag:
     """BentoML owns ``GET /readyz`` (plain 200, empty body); answer it with the model tag once loaded.
 
-    The service instance exposes the served champion's tag as ``model_tag``.
+    The service instance exposes the served model's tag as ``model_tag``.
     """
 
     def __init__(self, app: Any) -> None:
@@ -49,8 +70,207 @@ class ReadyzWithTag:
             except bentoml.exceptions.BentoMLException:  # not instantiated yet: BentoML answers 503
                 tag = None
             if tag is not None:
-                from starlette.responses import JSONResponse
-
                 await JSONResponse({"status": "ready", "model_tag": tag})(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class RateLimitedLog:
+    """At most ``per_window`` lines every ``window_s`` seconds; the next line says how many were left out.
+
+    Bad requests are the client's doing and arrive as fast as a client can send them: a line each, with
+    no traceback, tells the operator what happened without letting a fuzzer fill the disk.
+    """
+
+    def __init__(self, logger: logging.Logger, per_window: int = 20, window_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger, self.per_window, self.window_s, self.clock = logger, per_window, window_s, clock
+        self.window_start, self.sent, self.left_out = clock(), 0, 0
+
+    def warning(self, message: str) -> None:
+        now = self.clock()
+        if now - self.window_start >= self.window_s:
+            self.window_start, self.sent = now, 0
+        if self.sent >= self.per_window:
+            self.left_out += 1
+            return
+        self.sent += 1
+        if self.left_out:
+            message += f" ({self.left_out} earlier bad requests not logged)"
+            self.left_out = 0
+        self.logger.warning(message)
+
+
+BAD_REQUESTS = RateLimitedLog(logging.getLogger("casebook.service"))
+NOT_JSON = ("multipart/form-data", "application/x-www-form-urlencoded", "application/vnd.bentoml+pickle")
+"""Media types BentoML would parse without our check (forms, pickles); the published API takes JSON."""
+
+
+class ValidateRequests:
+    """Validate each API body against the API's input model before BentoML sees it.
+
+    BentoML answers a body it cannot parse with a 500 (a multipart request without a boundary) or logs a
+    full traceback at ERROR for every invalid one. Here a bad body is answered at the edge: 400 with
+    ``{"error": "<n> validation error(s) for <Model>: <field>: <why>", "detail": [pydantic errors]}``,
+    415 for a form or pickle body, and one rate-limited log line; a valid body is replayed to BentoML
+    unchanged, so what the handler gets is exactly what BentoML parses.
+    """
+
+    def __init__(self, app: Any, service: bentoml.Service[Any]) -> None:
+        self.app = app
+        self.models = {route(service, m.route): m.input_spec for m in service.apis.values()}
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        model = self.models.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if model is None:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        media_type = headers.get(b"content-type", b"application/json").decode("latin-1")
+        media_type = media_type.split(";")[0].strip().lower()
+        if media_type in NOT_JSON:
+            message = f"unsupported media type {media_type!r}: send the body as JSON (Content-Type: application/json)"
+            await self._reject(415, {"error": message}, scope, receive, send)
+            return
+        body = await _read_body(receive)
+        if body is None:  # the client went away
+            return
+        try:
+            model.model_validate_json(body or b"{}")  # BentoML reads an empty body as {} too
+        except ValidationError as exc:
+            await self._reject(400, _validation_body(exc, model.__name__.removesuffix("IODescriptor")),
+                               scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    @staticmethod
+    async def _reject(status: int, body: dict[str, Any], scope: dict[str, Any], receive: Any, send: Any) -> None:
+        BAD_REQUESTS.warning(f"{status} {scope['method']} {scope['path']}: {body['error'][:300]}")
+        await JSONResponse(body, status_code=status)(scope, receive, send)
+
+
+def _validation_body(exc: ValidationError, model: str) -> dict[str, Any]:
+    errors = exc.errors(include_context=False, include_input=False)
+    n = len(errors)
+    where = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:5])
+    more = f" (and {n - 5} more)" if n > 5 else ""
+    return {"error": f"{n} validation error{'s' if n > 1 else ''} for {model}: {where}{more}", "detail": errors}
+
+
+async def _read_body(receive: Any) -> bytes | None:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """An ASGI ``receive`` that hands on the body already read, then whatever the client sends next."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> dict[str, Any]:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+# -- documentation ---------------------------------------------------------------------------------------
+DOCS_SCRIPT = ('window.ui = SwaggerUIBundle({url: "./docs.json", dom_id: "#swagger-ui", deepLinking: true, '
+               'validatorUrl: null});')
+"""``validatorUrl: null``: Swagger UI's default sends the spec's URL to validator.swagger.io for a badge."""
+DOCS_CSP = "; ".join([
+    "default-src 'none'",
+    f"script-src 'self' 'sha256-{base64.b64encode(hashlib.sha256(DOCS_SCRIPT.encode()).digest()).decode()}'",
+    "style-src 'self' 'unsafe-inline'",  # Swagger UI styles elements inline
+    "img-src 'self' data:",
+    "connect-src 'self'",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+])
+"""The browser itself refuses any third-party script, style, image or request, whatever the spec says."""
+DOCS_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="UTF-8">
+  <title>{title}</title>
+  <link rel="stylesheet" href="./static_content/swagger-ui.css">
+  <link rel="icon" type="image/png" href="./static_content/favicon-light-32x32.png">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="./static_content/swagger-ui-bundle.js"></script>
+  <script>{script}</script>
+</body>
+</html>
+"""
+ERROR_DETAIL = {
+    "title": "ErrorDetail", "type": "object", "required": ["type", "loc", "msg"],
+    "description": "One pydantic validation error: which field (``loc``), what is wrong (``msg``).",
+    "properties": {
+        "type": {"type": "string"},
+        "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+        "msg": {"type": "string"},
+        "url": {"type": "string"},
+    },
+}
+ERROR_SCHEMAS = {
+    "BadRequest": {"title": "BadRequest", "type": "object", "required": ["error", "detail"],
+                   "description": "The body is not valid JSON for the request model.",
+                   "properties": {"error": {"type": "string"},
+                                  "detail": {"type": "array", "items": {"$ref": "#/components/schemas/ErrorDetail"}}}},
+    "ErrorDetail": ERROR_DETAIL,
+    "UnsupportedMediaType": {"title": "UnsupportedMediaType", "type": "object", "required": ["error"],
+                             "description": "The body is not JSON (a form or a pickle).",
+                             "properties": {"error": {"type": "string"}}},
+}
+
+
+def public_spec(service: bentoml.Service[Any]) -> dict[str, Any]:
+    """BentoML's OpenAPI spec with the case's own description and the error bodies the service sends.
+
+    BentoML describes its 400 ``detail`` as a string although it sends a list of errors (a generated
+    client fails to parse it), and its description embeds badge images from third-party hosts.
+    """
+    spec = service.openapi_spec.asdict()
+    spec["info"]["description"] = service_doc(service)
+    spec["components"]["schemas"].update(ERROR_SCHEMAS)
+    for method in service.apis.values():
+        operation = spec["paths"][method.route]["post"]  # BentoML lists API paths without the prefix
+        responses = operation["responses"] = {str(k): v for k, v in operation["responses"].items()}
+        for status, name in (("400", "BadRequest"), ("415", "UnsupportedMediaType")):
+            responses[status] = {"description": ERROR_SCHEMAS[name]["description"], "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+    return spec
+
+
+class PrivateDocs:
+    """Serve the Swagger UI page and the OpenAPI spec without third-party scripts, images or requests.
+
+    BentoML's page embeds a Google Tag Manager snippet, and its spec's description loads badges from
+    img.shields.io and others: opening the docs told third parties about it. This page uses the Swagger
+    UI files BentoML ships, under a Content-Security-Policy that allows this origin only.
+    """
+
+    def __init__(self, app: Any, service: bentoml.Service[Any]) -> None:
+        self.app, self.service = app, service
+        self.page_path, self.spec_path = route(service, "/"), route(service, "docs.json")
+        self.spec: bytes | None = None  # built on first request: the service is complete by then
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        response: Response | None = None
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            if scope["path"] == self.page_path:
+                page = DOCS_PAGE.format(title=html.escape(self.service.name), script=DOCS_SCRIPT)
+                response = HTMLResponse(page, headers={"Content-Security-Policy": DOCS_CSP})
+            elif scope["path"] == self.spec_path:
+                self.spec = self.spec or json.dumps(public_spec(self.service)).encode()
+                response = Response(self.spec, media_type="application/json")
+        if response is None:
+            await self.app(scope, receive, send)
+        else:
+            await response(scope, receive, send)

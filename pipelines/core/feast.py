@@ -63,9 +63,19 @@ def apply(case: str, fs: Any) -> list[str]:
     return sorted(o.name for o in objects)
 
 
-def materialize(fs: Any, views: list[str], end: datetime) -> None:
-    """Load the latest value per entity up to ``end`` into the online store."""
-    fs.materialize(start_date=datetime(2000, 1, 1), end_date=end, feature_views=views)
+def service_views(fs: Any, service: str) -> list[str]:
+    """The feature views a FeatureService reads: what serving needs online (no second list to keep)."""
+    return [p.name for p in fs.get_feature_service(service).feature_view_projections]
+
+
+def materialize(fs: Any, service: str, start: datetime, end: datetime) -> list[str]:
+    """Load the latest value per entity in ``[start, end)`` of the service's views into the online store.
+
+    The window comes from the data (any era of timestamps works: a log from the 1990s or the future).
+    """
+    views = service_views(fs, service)
+    fs.materialize(start_date=start, end_date=end, feature_views=views)
+    return views
 
 
 ROW = "__casebook_row"

@@ -53,12 +53,6 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    import pandas as pd
-
-    return pd.read_parquet(path, columns=columns)
-
-
 def copy_atomic(src: Path, dst: Path) -> Path:
     """Copy a file byte for byte; readers see the old file or the whole new one."""
     with atomic_path(dst) as tmp:

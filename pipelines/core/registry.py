@@ -1,8 +1,9 @@
 """The model registry: BentoML's local model store plus one champion pointer per case.
 
 Every trained model is saved immutably as ``<case>:<version>`` with its metrics and lineage in the
-metadata; ``champions.json`` names the one that serves. Promotion compares the challenger with the
-current champion on one metric, so a worse retrain never replaces the serving model.
+metadata; ``champions.json`` names the one that serves. The deploy step (``pipelines.core.flowset``)
+scores challenger and champion on the same window and moves the pointer only for a better model that
+built and answered a real request, so a worse retrain never replaces the serving model.
 
 BentoML reads ``BENTOML_HOME`` once, when its container is first used; ``use_home`` sets it (and
 re-points an already initialised container) so ``CASEBOOK_HOME`` moves the model store too.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import math
 import os
 import sys
 from collections.abc import Iterator
@@ -127,16 +127,6 @@ def load_champion(case: str) -> tuple[str, object]:
                           f"{Paths.from_env().models}: {exc}") from exc
 
 
-def _metric(tag: str, metric: str) -> float:
-    bentoml = _bentoml()
-    try:
-        return float(bentoml.models.get(tag).info.metadata["metrics"]["model"][metric])
-    except bentoml.exceptions.NotFound as exc:
-        raise LookupError(f"model {tag} is not in the model store: {exc}") from exc
-    except (KeyError, TypeError) as exc:
-        raise LookupError(f"model {tag} has no metrics.model.{metric} in its metadata") from exc
-
-
 @contextmanager
 def _locked(paths: Paths) -> Iterator[None]:
     """Serialise read-compare-write of champions.json across processes (two cases may promote at once)."""
@@ -149,38 +139,12 @@ def _locked(paths: Paths) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def promote(case: str, tag: str, *, metric: str, lower_is_better: bool) -> tuple[bool, str]:
-    """Make ``tag`` the champion if its ``metric`` strictly beats the current champion's.
-
-    Returns (promoted, why); ties, a non-finite metric or the champion itself are not promoted.
-    """
+def set_champion(case: str, tag: str, *, metric: str, value: float, lower_is_better: bool,
+                 window: Any = None) -> None:
+    """Point ``case`` at ``tag``. The deploy step decides (on the same window) and calls this last."""
     paths = Paths.from_env()
-    value = _metric(tag, metric)
-    if not math.isfinite(value):
-        return False, f"{tag} not promoted: {metric}={value} is not a finite number"
     with _locked(paths):
         pointers = _champions(paths)
-        current = pointers.get(case)
-        if current and current["tag"] == tag:
-            return False, f"{tag} is already the champion of '{case}'"
-        if current is None:
-            reason = f"{tag} promoted: first champion of '{case}' ({metric}={value:.6g})"
-        else:
-            try:
-                best = _metric(current["tag"], metric)
-            except LookupError:  # champion deleted from the store or saved without this metric
-                best = float("nan")
-            if math.isnan(best):
-                reason = f"{tag} promoted: champion {current['tag']} has no usable {metric}"
-            else:
-                better = value < best if lower_is_better else value > best
-                word = "lower" if lower_is_better else "higher"
-                if not better:
-                    return False, (f"{tag} not promoted: {metric}={value:.6g} does not beat champion "
-                                   f"{current['tag']} ({metric}={best:.6g}, {word} is better)")
-                reason = (f"{tag} promoted: {metric}={value:.6g} beats {current['tag']} "
-                          f"({metric}={best:.6g}, {word} is better)")
         pointers[case] = {"tag": tag, "metric": metric, "value": value, "lower_is_better": lower_is_better,
-                          "promoted_at": datetime.now(UTC).isoformat(timespec="seconds")}
+                          "window": window, "promoted_at": datetime.now(UTC).isoformat(timespec="seconds")}
         write_json(pointers, _champions_path(paths))
-    return True, reason

@@ -2,25 +2,31 @@
 
 The service runs as ``bentoml serve`` in its own process group on loopback, exactly as an operator would
 start it, so what the tests hit is what ships. Convention: ``services/<case>/service.py`` defines the
-service class ``CamelCase(case)`` (``ad_click`` -> ``AdClick``).
+service class ``CamelCase(case)`` (``ad_click`` -> ``AdClick``). There is no bentofile per case: the
+Bento's build config is generated from the case name and its serving packages, pinned from the lock.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from pipelines.core import registry
-from pipelines.core.settings import PROJECT_ROOT, TELEMETRY_OPT_OUT, Paths
+from pipelines.core.settings import PROJECT_ROOT, TELEMETRY_OPT_OUT, ConfigError, Paths
 
 HOST = "127.0.0.1"
+MODEL_TAG_ENV = "CASEBOOK_MODEL_TAG"
+"""Set for a service process to serve that model (a challenger on trial) instead of the case's champion."""
 READY_TIMEOUT_S = 120.0
 STARTUP_FAILED = "Application startup failed"
 """BentoML's log line when the service's ``__init__`` raised; its arbiter then respawns the worker
@@ -58,24 +64,65 @@ def _stop(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
         pass
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the process that started it dies (Linux prctl)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def stop_stale(pidfile: Path) -> None:
+    """Stop what a run that was killed before it could clean up left serving (its group is in ``pidfile``)."""
+    if not pidfile.exists():
+        return
+    try:
+        group = int(pidfile.read_text().split()[0])
+        os.killpg(group, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            os.killpg(group, 0)
+            time.sleep(0.2)
+        os.killpg(group, signal.SIGKILL)
+    except (ValueError, IndexError, ProcessLookupError, PermissionError):
+        pass  # unreadable, or nothing left of it
+    pidfile.unlink(missing_ok=True)
+
+
 @contextmanager
 def running_service(case: str, port: int | None = None, *, timeout_s: float = READY_TIMEOUT_S,
-                    paths: Paths | None = None) -> Iterator[str]:
-    """Serve ``case`` on 127.0.0.1 for the block; yields the base URL once ``/readyz`` answers 200."""
+                    paths: Paths | None = None, model_tag: str | None = None, log_file: Path | None = None
+                    ) -> Iterator[str]:
+    """Serve ``case`` on 127.0.0.1 for the block; yields the base URL once ``/readyz`` answers 200.
+
+    ``model_tag`` serves that model instead of the champion: the deploy step proves a challenger on a
+    real request before it moves the champion pointer. The server's output goes to ``log_file``, by
+    default ``<home>/run/<case>-service.log`` (kept for a look after a failure; the next start replaces
+    it), and its process group to ``<home>/run/<case>-service.pid`` while it runs.
+    """
     import httpx
 
     paths = paths or Paths.from_env()
     port = port or free_port()
     env = {**TELEMETRY_OPT_OUT, **os.environ, "CASEBOOK_HOME": str(paths.home),
            "BENTOML_HOME": str(paths.models)}
+    env.pop(MODEL_TAG_ENV, None)
+    if model_tag is not None:
+        env[MODEL_TAG_ENV] = model_tag
     cmd = [sys.executable, "-m", "bentoml", "serve", service_target(case),
            "--host", HOST, "--port", str(port), "--working-dir", str(PROJECT_ROOT)]
     base_url = f"http://{HOST}:{port}"
-    with tempfile.NamedTemporaryFile(prefix=f"casebook-{case}-serve-", suffix=".log", delete=False) as log:
-        log_path = log.name
-        # A file, not a pipe: a chatty server never blocks on a full pipe nobody reads.
+    run_dir = paths.home / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pidfile = run_dir / f"{case}-service.pid"
+    stop_stale(pidfile)
+    log_path = str(log_file or run_dir / f"{case}-service.log")
+    with open(log_path, "wb") as log:
+        # A file, not a pipe: a chatty server never blocks on a full pipe nobody reads. Its own process
+        # group, told to stop when this process dies (even by SIGKILL): a killed run leaves no server.
         proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
+    pidfile.write_text(f"{proc.pid} {port}\n")
     try:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -97,14 +144,67 @@ def running_service(case: str, port: int | None = None, *, timeout_s: float = RE
         yield base_url
     finally:
         _stop(proc)
-    os.unlink(log_path)
+        pidfile.unlink(missing_ok=True)
 
 
-def build_bento(case: str, paths: Paths | None = None) -> str:
-    """Package ``services/<case>`` with its bentofile into the local bento store; returns the bento tag."""
+LOCK_FILE = PROJECT_ROOT / "requirements.lock"
+SERVING_PACKAGES = ("feast", "numpy", "pandas", "pyarrow", "pydantic", "pyyaml")
+"""What the core's serving path imports (online reads, params, the service base); BentoML adds itself."""
+
+
+def locked_versions(lock: Path = LOCK_FILE) -> dict[str, str]:
+    """``name==version`` lines of the lock file by normalised name (PEP 503: ``Foo_Bar`` is ``foo-bar``)."""
+    pins = (line.split("#")[0].strip() for line in lock.read_text().splitlines())
+    return {_normalise(name): version for name, _, version in (p.partition("==") for p in pins) if version}
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def bento_build_config(case: str, packages: Sequence[str], description: str, lock: Path = LOCK_FILE
+                       ) -> dict[str, Any]:
+    """``bentoml.bentos.build`` arguments for a case: its code, and its packages pinned as the lock pins them.
+
+    ``packages`` are the case's serving distributions beyond ``SERVING_PACKAGES``. ``lock_packages`` is
+    off: locking runs ``uv pip compile`` (network) at build time, and the lock already pins the set.
+    """
+    versions = locked_versions(lock)
+    names = list(dict.fromkeys(_normalise(p) for p in (*SERVING_PACKAGES, *packages)))
+    missing = [n for n in names if n not in versions]
+    if missing:
+        raise ConfigError(f"{case}: serving packages {missing} are not pinned in {lock}: add them to "
+                          "pyproject.toml, install them and run `make lock`")
+    return {
+        "service": service_target(case), "name": case, "description": description, "labels": {"case": case},
+        # The bento carries code only; the champion and the Feast online store stay under CASEBOOK_HOME
+        # (set CASEBOOK_HOME and BENTOML_HOME when serving it).
+        "include": ["pipelines/**/*.py", f"services/{case}/*.py", "feature_repo/*.py",
+                    "feature_repo/feature_store.yaml", "params.yaml"],
+        "exclude": ["**/__pycache__/", "tests/", "data/", "models/"],
+        "python": {"packages": [f"{n}=={versions[n]}" for n in names], "lock_packages": False},
+    }
+
+
+def load_service(case: str) -> Any:
+    """The case's ``bentoml.Service``, imported from the repository root as ``bentoml serve`` does."""
+    if str(PROJECT_ROOT) not in sys.path:  # services/ is not an installed package
+        sys.path.insert(0, str(PROJECT_ROOT))
+    module, name = service_target(case).split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def build_bento(case: str, packages: Sequence[str], paths: Paths | None = None) -> str:
+    """Package ``services/<case>`` into the local bento store, its build config generated; returns the tag.
+
+    ``packages``: the case's serving distributions beyond ``SERVING_PACKAGES`` (its spec's
+    ``serving_packages``); their versions come from the lock.
+    """
     paths = registry.use_home(paths)
     import bentoml
 
-    bentofile = PROJECT_ROOT / "services" / case / "bentofile.yaml"
-    bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=str(PROJECT_ROOT))
+    from pipelines.core.api import service_doc
+
+    config = bento_build_config(case, packages, service_doc(load_service(case)))
+    bento = bentoml.bentos.build(**config, build_ctx=str(PROJECT_ROOT))
     return str(bento.tag)

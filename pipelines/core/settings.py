@@ -100,16 +100,21 @@ class Paths:
         return local if local.exists() else PROJECT_ROOT / "params.yaml"
 
 
+def read_yaml(file: Path, what: str) -> Any:
+    """A YAML file's content, or a ConfigError naming the file (``what`` says what it is for)."""
+    try:
+        return yaml.safe_load(file.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} {file} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {file} is not valid YAML: {exc}") from exc
+
+
 def load_params(case: str, paths: Paths | None = None) -> dict[str, Any]:
     """Read one case's section of params.yaml, failing with the file and key when it is missing."""
     paths = paths or Paths.from_env()
     file = paths.params_file
-    try:
-        doc = yaml.safe_load(file.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"parameter file {file} does not exist") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"parameter file {file} is not valid YAML: {exc}") from exc
+    doc = read_yaml(file, "parameter file")
     if not isinstance(doc, dict) or case not in doc:
         raise ConfigError(f"parameter file {file} has no section '{case}'")
     section = doc[case]

@@ -2,20 +2,22 @@
 
 Tables are declared once as ``TableSchema`` (columns, keys, ranges, allowed values); the GX suite is
 derived from it, so a case study writes its data contract and never GX boilerplate. A failed batch is
-written to ``quarantine/`` beside its validation result, nothing reaches ``validated/``, and the caller
-gets ``ValidationFailed`` with a summary a person can act on.
+written to ``quarantine/<batch>/`` whole (every table, beside its validation result), nothing of it
+reaches ``validated/``, and the caller gets ``ValidationFailed`` with a summary a person can act on.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 
-from pipelines.core.io import copy_atomic, write_json
+from pipelines.core.io import atomic_path, copy_atomic, write_json
 
 Kind = Literal["int", "float", "str", "timestamp"]
 
@@ -56,26 +58,34 @@ class TableSchema:
 
 
 class ValidationFailed(RuntimeError):
-    """A batch broke its contract; it is in quarantine and the message says what to fix."""
+    """A batch broke its contract; it is in quarantine whole and the message says what to fix.
 
-    def __init__(self, table: str, batch: str, problems: list[str], quarantined: Path) -> None:
-        self.table, self.batch, self.problems, self.quarantined = table, batch, problems, quarantined
-        lines = "\n".join(f"  - {p}" for p in problems)
+    ``table`` is the first failing table; ``failures`` maps every failing table to its problems.
+    """
+
+    def __init__(self, batch: str, failures: dict[str, list[str]], quarantined: Path) -> None:
+        self.batch, self.failures, self.quarantined = batch, failures, quarantined
+        self.table = next(iter(failures))
+        self.problems = failures[self.table]
+        lines = "\n".join(f"  - {table}: {p}" for table, problems in failures.items() for p in problems)
         super().__init__(
-            f"table '{table}', batch '{batch}' failed validation and was quarantined at {quarantined}:\n"
-            f"{lines}\nFix the source data and run the step again; validated data was not changed."
+            f"batch '{batch}' failed validation ({', '.join(failures)}) and was quarantined whole at "
+            f"{quarantined}:\n{lines}\nFix the source data and run the step again; validated data was not changed."
         )
 
 
-def build_suite(schema: TableSchema) -> Any:
-    """Translate the contract into a GX ExpectationSuite."""
+def build_suite(schema: TableSchema, present: set[str] | None = None) -> Any:
+    """Translate the contract into a GX ExpectationSuite.
+
+    An optional column is checked like any other when it is there (``present``): it may be absent, not wrong.
+    """
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
     suite = gx.ExpectationSuite(name=f"{schema.name}_suite")
     suite.add_expectation(gxe.ExpectTableRowCountToBeBetween(min_value=schema.min_rows))
     for col in schema.columns:
-        if col.name in schema.optional:
+        if col.name in schema.optional and (present is None or col.name not in present):
             continue
         suite.add_expectation(gxe.ExpectColumnToExist(column=col.name))
         suite.add_expectation(gxe.ExpectColumnValuesToBeInTypeList(column=col.name, type_list=_TYPE_LISTS[col.kind]))
@@ -139,7 +149,7 @@ def validate_frame(df: pd.DataFrame, schema: TableSchema) -> tuple[bool, dict[st
     df = df.assign(**{c: df[c].dt.tz_convert(None) for c in df.columns if isinstance(df[c].dtype, pd.DatetimeTZDtype)})
     asset = ctx.data_sources.add_pandas("casebook").add_dataframe_asset(schema.name)
     batch = asset.add_batch_definition_whole_dataframe("batch").get_batch(batch_parameters={"dataframe": df})
-    result = batch.validate(build_suite(schema)).to_json_dict()
+    result = batch.validate(build_suite(schema, set(df.columns))).to_json_dict()
     unknown = sorted(set(df.columns) - set(schema.column_names))
     if unknown:  # extra columns are a contract change the owner must approve, not noise to carry along
         result["success"] = False
@@ -150,25 +160,38 @@ def validate_frame(df: pd.DataFrame, schema: TableSchema) -> tuple[bool, dict[st
     return bool(result["success"]), result
 
 
-def gate(raw: Path, schema: TableSchema, validated_dir: Path, quarantine_dir: Path) -> Path:
-    """Validate one raw batch file; copy it to ``validated/`` or to quarantine (with its result) and raise.
-
-    The raw bytes are copied, not re-serialised, so a batch with broken types is kept exactly as it came.
-    """
-    batch = raw.stem
+def _check(raw: Path, schema: TableSchema) -> tuple[bool, dict[str, Any]]:
     try:
         df = pd.read_parquet(raw)
     except Exception as exc:  # an unreadable file is a failed batch, not a crash
-        passed, result = False, {"success": False, "results": [
+        return False, {"success": False, "results": [
             {"success": False, "expectation_config": {"type": "readable_parquet", "kwargs": {}},
              "exception_info": {"exception_message": f"{type(exc).__name__}: {exc}"}}]}
-    else:
-        passed, result = validate_frame(df, schema)
-    if passed:
-        return copy_atomic(raw, validated_dir / schema.name / f"{batch}.parquet")
-    target = quarantine_dir / schema.name / f"{batch}.parquet"
-    problems = _problems(result)
-    write_json({"table": schema.name, "batch": batch, "source": str(raw), "problems": problems,
-                "gx_result": result}, target.with_suffix(".json"))
-    copy_atomic(raw, target)
-    raise ValidationFailed(schema.name, batch, problems, target)
+    return validate_frame(df, schema)
+
+
+def gate_batch(raw: dict[str, Path], schemas: tuple[TableSchema, ...], validated_dir: Path,
+               quarantine_dir: Path) -> dict[str, Path]:
+    """Validate every table of one batch; all reach ``validated/`` or none does.
+
+    Every table is checked before anything is copied, so a later table's failure cannot leave an earlier
+    table's new file behind. A failed batch goes to quarantine whole (every table, with one result JSON
+    per table) and ``ValidationFailed`` names each failing table. The raw bytes are copied, not
+    re-serialised, so a batch with broken types is kept exactly as it came.
+    """
+    batch = next(iter(raw.values())).stem
+    results = {s.name: _check(raw[s.name], s) for s in schemas}
+    failures = {name: _problems(result) for name, (passed, result) in results.items() if not passed}
+    if not failures:
+        out = {s.name: validated_dir / s.name / f"{batch}.parquet" for s in schemas}
+        with ExitStack() as stack:  # every file is staged before any is renamed into place
+            for s in schemas:
+                shutil.copyfile(raw[s.name], stack.enter_context(atomic_path(out[s.name])))
+        return out
+    target = quarantine_dir / batch
+    for s in schemas:
+        passed, result = results[s.name]
+        write_json({"table": s.name, "batch": batch, "source": str(raw[s.name]), "passed": passed,
+                    "problems": failures.get(s.name, []), "gx_result": result}, target / f"{s.name}.json")
+        copy_atomic(raw[s.name], target / f"{s.name}.parquet")
+    raise ValidationFailed(batch, failures, target)

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import pandas as pd
 
+from pipelines.core.case import Run
 from pipelines.core.features import rate_snapshots
 
-VIEWS = ["user_profile", "video_profile", "video_engagement", "user_video_engagement", "user_category_engagement"]
 SERVICE = "video_recommendation_v1"
 RANKER_NUMERIC = ["age", "duration_s", "video_impressions", "video_positive_rate", "viewer_impressions",
                   "viewer_positive_rate", "user_category_impressions", "user_category_positive_rate"]
 RANKER_CATEGORICAL = ["gender", "country", "language", "video_language", "video_category"]
 """The ranker's inputs read from Feast; the flow adds request-time ones (generator scores, video age)."""
+
+
+def build(run: Run) -> dict[str, pd.DataFrame]:
+    """Every feature table from all validated data (the core writes them and applies the Feast views)."""
+    interactions, videos = run.validated("interactions"), run.validated("videos")
+    return {"video_profile": video_profile_table(videos),
+            **engagement_tables(interactions, videos, run.params.engagement_prior)}
 
 
 def video_profile_table(videos: pd.DataFrame) -> pd.DataFrame:

@@ -10,19 +10,21 @@ the validation gate like any other batch, so a bad file is quarantined, not half
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipelines.core.steps import window_batch_id as batch_id
+from pipelines.core.case import Run
 from pipelines.world.population import SCALES
 from pipelines.world.video import VideoWorld
 
-__all__ = ["FORMATS", "UNKNOWN", "PositiveRule", "batch_id", "read_file", "simulate"]
+__all__ = ["FORMATS", "UNKNOWN", "PositiveRule", "read_file", "read_files", "simulate"]
 
 FORMATS = {".csv": "CSV", ".parquet": "Parquet", ".pq": "Parquet"}
+INT64_MAX = 2**63 - 1
 UNKNOWN = "unknown"
 """The explicit value of a string attribute a real file does not provide."""
 _VIDEO_TEXT = ("language", "category", "tags", "title")
@@ -41,9 +43,16 @@ class PositiveRule:
     positive_events: tuple[str, ...] = ("click", "like", "watch", "purchase", "positive")
 
 
-def simulate(scale: str, seed: int, start_day: int, n_days: int, drift: float = 0.0) -> dict[str, pd.DataFrame]:
+def simulate(run: Run, start_day: int, n_days: int, drift: float = 0.0) -> dict[str, pd.DataFrame]:
     """Tables of one simulated window; engagement labels are complete when the window is pulled."""
-    return VideoWorld(seed=seed, scale=SCALES[scale]).window(start_day, n_days, drift)
+    return VideoWorld(seed=run.params.seed, scale=SCALES[run.params.scale]).window(start_day, n_days, drift)
+
+
+def read_files(run: Run, files: Mapping[str, Path]) -> dict[str, pd.DataFrame]:
+    """The file source: ``files["interactions"]`` (and ``files["items"]``) under params' positive rule."""
+    f = run.params.file
+    rule = PositiveRule(min_rating=f.min_rating, positive_events=tuple(f.positive_events))
+    return read_file(Path(files["interactions"]), Path(files["items"]) if files.get("items") else None, rule)
 
 
 def read_file(interactions: Path, items: Path | None = None,
@@ -116,11 +125,18 @@ def _examples(values: pd.Series) -> str:
 
 def _ids(values: pd.Series, path: Path, column: str) -> pd.Series:
     """Integer ids (nullable if some are missing); their range is the gate's to check."""
+    if pd.api.types.is_bool_dtype(values):
+        raise ValueError(f"{path}: column {column!r} holds true/false values; it must hold integer ids")
     number = pd.to_numeric(values, errors="coerce")
     bad = values.notna() & (number.isna() | (number % 1 != 0))
     if bad.any():
         raise ValueError(f"{path}: column {column!r} must hold integer ids; {int(bad.sum())} rows do not, e.g. "
                          f"{_examples(values[bad])}. Map your ids to integers first.")
+    # Feast keys are int64: a larger id would wrap around silently (9223372036854775808 -> negative).
+    huge = number.notna() & ((number > INT64_MAX) | (number < -INT64_MAX))
+    if huge.any():
+        raise ValueError(f"{path}: column {column!r} has {int(huge.sum())} ids beyond the 64-bit range "
+                         f"(|id| > {INT64_MAX}), e.g. {_examples(values[huge])}. Map your ids to smaller integers.")
     return _integers(number)
 
 
@@ -131,6 +147,9 @@ def _integers(values: pd.Series) -> pd.Series:
 
 def _timestamps(values: pd.Series, path: Path, column: str) -> pd.Series:
     """UTC timestamps from datetimes, unix seconds or ISO-8601 strings."""
+    if pd.api.types.is_bool_dtype(values):
+        raise ValueError(f"{path}: column {column!r} holds true/false values, not timestamps; expected ISO-8601 "
+                         f"(2024-05-01T12:00:00Z), a datetime or unix seconds")
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC")
     if pd.api.types.is_datetime64_any_dtype(values):

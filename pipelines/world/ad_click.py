@@ -23,7 +23,6 @@ from pipelines.world.population import (
     COUNTRIES,
     EPOCH,
     N_INTERESTS,
-    Scale,
     World,
     public_users,
     zipf_weights,
@@ -188,7 +187,3 @@ def _sample_eligible(rng: np.random.Generator, p: np.ndarray, n: int, ok, rounds
         out[todo[good]] = draw[good]
         todo = todo[~good]
     return out
-
-
-def make_world(seed: int, scale: Scale) -> AdClickWorld:
-    return AdClickWorld(seed=seed, scale=scale)

@@ -13,7 +13,6 @@ Run by hand from the repository root::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -21,30 +20,13 @@ import bentoml
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipelines.core import api as core_api
-from pipelines.core import feast as core_feast
-from pipelines.core import registry
-from pipelines.core.online import OnlineReader
-from pipelines.core.settings import ConfigError, Paths, apply_privacy_defaults
+from pipelines.ad_click.case import CASE as SPEC
+from pipelines.core.api import EntityId
+from pipelines.core.service_base import CaseService, ChampionHandler, handler_api, service_options, serving_params
 
-CASE = "ad_click"
-FEATURE_SERVICE = "ad_click_v1"
-SERVING_DEFAULTS = {"max_candidates": 100, "default_k": 10, "workers": 1, "item_cache_ttl_s": 3600}
+SERVING = serving_params(SPEC)
 SCORING_POSITION = 1
 """Every candidate is scored as if shown in the top slot, so position bias does not pick the winner."""
-
-
-def serving_params(paths: Paths | None = None) -> dict[str, int]:
-    """``ad_click.serving`` from params.yaml over the defaults, checked."""
-    out = core_api.serving_params(CASE, SERVING_DEFAULTS, paths)
-    if out["default_k"] > out["max_candidates"]:
-        raise ConfigError("ad_click.serving.default_k must not exceed max_candidates")
-    return out
-
-
-SERVING = serving_params()
-MAX_CANDIDATES = SERVING["max_candidates"]
-Id = core_api.EntityId
 
 
 class RankRequest(BaseModel):
@@ -52,13 +34,14 @@ class RankRequest(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    user_id: Id = Field(description="The user to rank for; an unknown id is a cold-start user.")
-    candidate_ad_ids: list[Id] = Field(
-        min_length=1, max_length=MAX_CANDIDATES, description="Distinct ad ids to rank."
+    user_id: EntityId = Field(description="The user to rank for; an unknown id is a cold-start user.")
+    candidate_ad_ids: list[EntityId] = Field(
+        min_length=1, max_length=SERVING.max_candidates, description="Distinct ad ids to rank.",
+        json_schema_extra={"uniqueItems": True},
     )
     device: Literal["mobile", "desktop", "tablet"] = "mobile"
     hour: int | None = Field(default=None, ge=0, le=23, description="UTC hour of the request; default now.")
-    k: int = Field(default=SERVING["default_k"], ge=1, le=MAX_CANDIDATES, description="Ads to return.")
+    k: int = Field(default=SERVING.default_k, ge=1, le=SERVING.max_candidates, description="Ads to return.")
 
     @field_validator("candidate_ad_ids")
     @classmethod
@@ -85,12 +68,9 @@ class RankResponse(BaseModel):
 
 USER_KEY, AD_KEY = ("user_id",), ("ad_id",)
 PAIR_KEY = ("user_id", "ad_id")
-ITEM_VIEWS = ("ad_profile", "ad_ctr")
-"""Keyed by ad alone and materialized daily: kept per worker for ``item_cache_ttl_s`` seconds."""
 
 
-@dataclass
-class Ranker:
+class Ranker(ChampionHandler):
     """The request path without HTTP: online reads by entity, targeting filter, one model call.
 
     Reads the user's views once, the ad views once per ad (from the worker's cache when warm) and the
@@ -98,17 +78,8 @@ class Ranker:
     features, a fraction of the work. No pandas on this path.
     """
 
-    tag: str
-    model: Any
-    reader: OnlineReader
-
-    @classmethod
-    def from_registry(cls, paths: Paths | None = None) -> Ranker:
-        paths = registry.use_home(paths)
-        tag, model = registry.load_champion(CASE)
-        reader = OnlineReader(core_feast.store(paths), FEATURE_SERVICE, cached_views=ITEM_VIEWS,
-                              ttl_s=serving_params(paths)["item_cache_ttl_s"])
-        return cls(tag, model, reader)
+    case = SPEC
+    cached_views = ("ad_profile", "ad_ctr")
 
     def features(self, user_id: int, ad_ids: list[int]) -> tuple[dict[str, Any], list[dict[str, Any]],
                                                                    list[dict[str, Any]]]:
@@ -141,6 +112,9 @@ class Ranker:
         return RankResponse(model_tag=self.tag, user_known=user_known, ads=scored,
                             filtered_out=[candidate_ad_ids[i] for i in filtered])
 
+    def warm_up(self) -> None:
+        self.rank(0, [0], hour=0)  # an unknown pair: loads the model's lazy parts and SQLite pages
+
 
 def _excluded(ad: dict[str, Any], user: dict[str, Any]) -> bool:
     """Targeting (country, age range) of a known ad excludes the user; a missing value excludes nothing."""
@@ -155,37 +129,8 @@ def _excluded(ad: dict[str, Any], user: dict[str, Any]) -> bool:
     return (ad["min_age"] is not None and ad["min_age"] > age) or (ad["max_age"] is not None and ad["max_age"] < age)
 
 
-@bentoml.service(
-    name=CASE,
-    http={"host": "127.0.0.1", "port": 3000},
-    workers=SERVING["workers"],
-    traffic={"timeout": 30},
-)
-class AdClick:
-    """Loads the champion and opens the feature store once per worker, at start."""
-
-    def __init__(self) -> None:
-        import torch
-
-        apply_privacy_defaults()
-        # One request scores ~100 rows: intra-op threads only contend with the other workers for the cores.
-        torch.set_num_threads(1)
-        self.ranker = Ranker.from_registry()
-        self.model_tag = self.ranker.tag  # what /readyz answers with
-        self.ranker.rank(0, [0], hour=0)  # unknown pair: warms the model and SQLite before traffic
-
-    def __is_ready__(self) -> bool:
-        return self.ranker is not None
-
-    # ``async def`` on purpose, although the body never awaits: a request is ~5 ms of GIL-bound Python on
-    # a local SQLite read, so BentoML's thread pool (what a plain ``def`` gets) adds two thread hand-offs
-    # and GIL contention per request and no parallelism; measured, it doubles latency under load. With a
-    # remote online store (Redis, Postgres) make this a plain ``def`` so network waits overlap.
-    @bentoml.api(route="/rank", input_spec=RankRequest, output_spec=RankResponse)
-    async def rank(self, user_id: int, candidate_ad_ids: list[int], device: str = "mobile",
-                   hour: int | None = None, k: int = 10) -> RankResponse:
-        """Top k candidate ads for a user by calibrated click probability."""
-        return self.ranker.rank(user_id, candidate_ad_ids, device=device, hour=hour, k=k)
-
-
-AdClick.add_asgi_middleware(core_api.ReadyzWithTag)  # type: ignore[attr-defined]  # a bentoml Service at runtime
+@bentoml.service(**service_options(SPEC))
+class AdClick(CaseService):
+    handler_type = Ranker
+    rank = handler_api("/rank", RankRequest, RankResponse,
+                       "Top k candidate ads for a user by calibrated click probability.")

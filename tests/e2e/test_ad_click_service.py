@@ -19,13 +19,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss
 
-from pipelines.ad_click.features import SERVICE, VIEWS, ad_profile_table, ctr_tables
+from pipelines import cases
+from pipelines.ad_click.features import SERVICE, ad_profile_table, ctr_tables
 from pipelines.ad_click.model import train_logistic
 from pipelines.core import feast as core_feast
 from pipelines.core import registry
 from pipelines.core.features import write_user_profile
 from pipelines.core.io import write_parquet
-from pipelines.core.serving import build_bento, running_service
+from pipelines.core.serving import build_bento, locked_versions, running_service
 from pipelines.core.settings import TELEMETRY_OPT_OUT, Paths, load_params
 from pipelines.world.ad_click import AdClickWorld
 from pipelines.world.population import EPOCH, SCALES
@@ -63,7 +64,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
             write_parquet(table, paths.features("ad_click") / f"{name}.parquet")
         fs = core_feast.store(paths)
         core_feast.apply("ad_click", fs)
-        core_feast.materialize(fs, VIEWS, AS_OF.to_pydatetime())
+        first = world["users"]["signup_ts"].min().floor("D")  # the window comes from the data
+        core_feast.materialize(fs, SERVICE, first.to_pydatetime(), AS_OF.to_pydatetime())
 
         entity = imp[["user_id", "ad_id", "event_timestamp", "position", "device", "hour", "clicked"]]
         frame = core_feast.historical(fs, entity, SERVICE)
@@ -74,8 +76,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
         loss = log_loss(valid["clicked"].to_numpy(), model.predict(valid), labels=[0, 1])
         tag = registry.save("ad_click", model, metrics={"model": {"log_loss": loss}},
                             lineage={"world": "ad_click", "seed": 3, "scale": "tiny", "days": [0, 10]})
-        promoted, why = registry.promote("ad_click", tag, metric="log_loss", lower_is_better=True)
-        assert promoted, why
+        registry.set_champion("ad_click", tag, metric="log_loss", value=loss, lower_is_better=True)
         yield Home(paths, tag, world["users"], world["ads"], imp)
 
 
@@ -204,11 +205,13 @@ def test_bad_requests_are_400_naming_the_problem(service: str, case: str) -> Non
     assert names in locs or names in messages, body
 
 
-def test_bento_builds_from_the_bentofile(home: Home) -> None:
-    tag = build_bento("ad_click")
+def test_bento_builds_from_the_generated_config(home: Home) -> None:
+    tag = build_bento("ad_click", cases.spec("ad_click").serving_packages)
     assert tag.startswith("ad_click:")
-    bento_yaml = home.paths.models / "bentos" / "ad_click" / tag.split(":")[1] / "bento.yaml"
-    assert "services.ad_click.service:AdClick" in bento_yaml.read_text()
+    bento = home.paths.models / "bentos" / "ad_click" / tag.split(":")[1]
+    assert "services.ad_click.service:AdClick" in (bento / "bento.yaml").read_text()
+    requirements = (bento / "env" / "python" / "requirements.txt").read_text().split()
+    assert f"torch=={locked_versions()['torch']}" in requirements
 
 
 def test_service_without_champion_fails_fast_with_the_reason(tmp_path: Path,
@@ -219,29 +222,15 @@ def test_service_without_champion_fails_fast_with_the_reason(tmp_path: Path,
         pass
 
 
-def test_promote_keeps_the_better_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_champion_pointer_names_what_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CASEBOOK_HOME", str(tmp_path))
     case = "promote_test"
     with pytest.raises(LookupError, match="no champion model for case 'promote_test'"):
         registry.load_champion(case)
-
-    def saved(loss: float) -> str:
-        return registry.save(case, {"loss": loss}, metrics={"model": {"log_loss": loss}}, lineage={})
-
-    first = saved(0.30)
-    assert registry.promote(case, first, metric="log_loss", lower_is_better=True)[0]
-    worse = saved(0.35)
-    promoted, why = registry.promote(case, worse, metric="log_loss", lower_is_better=True)
-    assert not promoted and "does not beat" in why
-    tie = saved(0.30)
-    assert not registry.promote(case, tie, metric="log_loss", lower_is_better=True)[0]
-    assert registry.champion(case) == first
-    better = saved(0.25)
-    assert registry.promote(case, better, metric="log_loss", lower_is_better=True)[0]
-    assert registry.load_champion(case) == (better, {"loss": 0.25})
-    assert registry.info(better)["metrics"] == {"model": {"log_loss": 0.25}}
+    tag = registry.save(case, {"loss": 0.25}, metrics={"model": {"log_loss": 0.25}}, lineage={})
+    registry.set_champion(case, tag, metric="log_loss", value=0.25, lower_is_better=True, window=["a", "b"])
+    assert registry.load_champion(case) == (tag, {"loss": 0.25})
+    assert registry.info(tag)["metrics"] == {"model": {"log_loss": 0.25}}
     pointer = json.loads((tmp_path / "models" / "bentoml" / "champions.json").read_text())[case]
-    assert pointer["tag"] == better and pointer["value"] == 0.25
-    # higher-is-better metrics compare the other way
-    assert registry.promote(case, worse, metric="log_loss", lower_is_better=False)[0]
-    assert registry.champion(case) == worse
+    assert pointer["tag"] == tag and pointer["value"] == 0.25 and pointer["window"] == ["a", "b"]
+

@@ -10,13 +10,13 @@ import httpx
 import pandas as pd
 import pytest
 
+from pipelines import cases
+from pipelines.core.flowset import open_run
 from pipelines.core.serving import running_service
 from pipelines.core.settings import Paths
-from pipelines.core.steps import validated
-from pipelines.video_recommendation.flows import CASE
-from pipelines.video_recommendation.schema import INTERACTIONS
 
 pytestmark = pytest.mark.e2e
+CASE = "video_recommendation"
 GENERATORS = {"popular", "trending", "demographic_popular", "als", "two_tower"}
 
 
@@ -28,7 +28,7 @@ def url(video_run: dict[str, Any]) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def active_user(video_run: dict[str, Any]) -> int:
-    inter = validated(CASE, INTERACTIONS, Paths.from_env())
+    inter = open_run(cases.spec(CASE)).validated("interactions")
     return int(inter.loc[inter["positive"] == 1, "user_id"].value_counts().index[0])
 
 
@@ -51,9 +51,9 @@ def test_a_known_user_gets_k_distinct_unseen_videos_with_their_stages(url: str, 
     assert len({v["video_id"] for v in videos}) == 10
     assert all(v["stage"] and set(v["stage"]) <= GENERATORS for v in videos)
     # Videos the user engaged with before the model's clock (the end of its data) are not recommended.
-    as_of = pd.Timestamp(json.loads((Paths.from_env().work(CASE) / "challenger.json").read_text())
-                         ["lineage"]["windows"]["test"])
-    inter = validated(CASE, INTERACTIONS, Paths.from_env())
+    as_of = pd.Timestamp(json.loads((Paths.from_env().work(CASE) / "artifacts" / "lineage.json").read_text())
+                         ["windows"]["test"])
+    inter = open_run(cases.spec(CASE)).validated("interactions")
     seen = set(inter.loc[(inter["user_id"] == active_user) & (inter["positive"] == 1)
                          & (inter["event_timestamp"] < as_of), "video_id"])
     assert seen and not seen & {v["video_id"] for v in videos}
@@ -86,6 +86,13 @@ def test_bad_requests_get_400_naming_the_field(url: str, body: dict[str, Any], f
     r = post(url, body)
     assert r.status_code == 400, r.text
     assert field in r.text
+
+
+@pytest.mark.parametrize("at", ["9999-01-01T00:00:00Z", "2262-04-12T00:00:00Z", "1677-09-21T00:00:00Z"])
+def test_a_request_time_outside_the_models_range_is_a_400_saying_so(url: str, at: str) -> None:
+    r = post(url, {"user_id": 1, "at": at})  # beyond pandas' timestamps: was a 500
+    assert r.status_code == 400, r.text
+    assert "at: Value error, must be from 1970-01-01 up to 2200-01-01 (UTC)" in r.json()["error"]
 
 
 def test_malformed_json_is_a_400(url: str) -> None:

@@ -8,9 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.core.flowset import window_batch_id
 from pipelines.core.validation import TableSchema
 from pipelines.video_recommendation.schema import INTERACTIONS, TABLES, USERS, VIDEOS
-from pipelines.video_recommendation.source import UNKNOWN, PositiveRule, batch_id, read_file, simulate
+from pipelines.video_recommendation.source import UNKNOWN, PositiveRule, read_file
+from pipelines.world.population import SCALES
+from pipelines.world.video import VideoWorld
 
 UTC = "datetime64[ns, UTC]"
 
@@ -29,13 +32,13 @@ def _required(schema: TableSchema) -> list[str]:
 
 
 def test_simulate_gives_one_window_of_every_table() -> None:
-    tables = simulate("tiny", seed=5, start_day=3, n_days=1)
+    tables = VideoWorld(seed=5, scale=SCALES["tiny"]).window(3, 1)
     assert set(tables) == {s.name for s in TABLES}
     for schema in TABLES:
         assert list(tables[schema.name].columns) == schema.column_names
     ts = tables["interactions"]["event_timestamp"]
     assert ts.min() >= pd.Timestamp("2026-01-04", tz="UTC") and ts.max() < pd.Timestamp("2026-01-05", tz="UTC")
-    assert batch_id(3, 1) == "d003-d004"
+    assert window_batch_id(3, 1) == "d003-d004"
 
 
 @pytest.fixture
@@ -186,3 +189,22 @@ def test_a_bad_file_gets_a_message_naming_file_column_and_expectation(tmp_path: 
     interactions, items = _bad(tmp_path, case)
     with pytest.raises(ValueError, match=message):
         read_file(interactions, items)
+
+
+@pytest.mark.parametrize("column, values, message", [
+    ("timestamp", [True, False, True, True, False], "'timestamp' holds true/false values, not timestamps"),
+    ("user_id", [2**63 + 5, 3, 3, 9, 7], "'user_id' has 1 ids beyond the 64-bit range"),
+    ("item_id", [True, False, True, True, False], "'item_id' holds true/false values"),
+])
+def test_reader_errors_name_the_file_and_the_column(ratings: pd.DataFrame, tmp_path: Path, column: str,
+                                                    values: list[object], message: str) -> None:
+    bad = ratings.assign(**{column: pd.Series(values, dtype=object if column == "user_id" else None)})
+    path = tmp_path / "log.parquet"
+    if column == "user_id":  # beyond int64: only a text file can carry it
+        path = tmp_path / "log.csv"
+        bad.to_csv(path, index=False)
+    else:
+        bad.to_parquet(path, index=False)
+    with pytest.raises(ValueError, match=str(path)) as err:
+        read_file(path)
+    assert message in str(err.value)
