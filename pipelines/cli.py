@@ -94,20 +94,44 @@ class _StepLines:
         self.console.print(f"  {self.MARK[state]} {self.case} {step:<9} {seconds:7.1f} s{note}", highlight=False)
 
 
-@app.command()
+def _file_inputs(args: list[str]) -> dict[str, Path]:
+    """``--name PATH`` pairs left over by the generic options: the case spec says which it takes."""
+    out: dict[str, Path] = {}
+    rest = list(args)
+    while rest:
+        flag = rest.pop(0)
+        name, _, value = flag.partition("=")
+        if not name.startswith("--") or len(name) < 3:
+            _fail(f"unexpected argument {flag!r}; see `casebook run --help`")
+        if not value:
+            if not rest or rest[0].startswith("--"):
+                _fail(f"{name} needs a path: {name} PATH")
+            value = rest.pop(0)
+        out[name[2:].replace("-", "_")] = Path(value)
+    return out
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
-    case: Annotated[str, typer.Argument(help="a case study name, or 'all'")],
+    ctx: typer.Context,
+    case: Annotated[str, typer.Argument(help="a case study name, or 'all'. A case with a file source takes "
+                                        "its inputs as --<input> PATH, e.g. video_recommendation: "
+                                        "--interactions PATH [--items PATH] (see docs/<case>.md)")],
     step: Annotated[list[str] | None, typer.Option("--step", "-s", help="run only this step (repeatable)")] = None,
     scale: ScaleOpt = None,
     seed: SeedOpt = None,
     drift: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="drift of the monitored window")] = None,
     source: SourceOpt = None,
-    interactions: Annotated[Path | None, typer.Option(help="file source: CSV/Parquet of user_id, item_id, "
-                                                      "timestamp [, rating | event]")] = None,
-    items: Annotated[Path | None, typer.Option(help="file source: optional CSV/Parquet of item attributes")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show every tool's log on the terminal")] = False,
 ) -> None:
     """Run a case study's flow set (or some of its steps) as a Prefect flow."""
+    _run(case, step, scale=scale, seed=seed, drift=drift, source=source, files=_file_inputs(ctx.args),
+         verbose=verbose)
+
+
+def _run(case: str, step: list[str] | None, *, scale: Scale | None = None, seed: int | None = None,
+         drift: float | None = None, source: Source | None = None, files: dict[str, Path] | None = None,
+         verbose: bool = False) -> None:
     from rich.console import Console
 
     from pipelines.core.console import route_logs
@@ -115,9 +139,9 @@ def run(
 
     apply_privacy_defaults()
     names = _names(case)
-    files = {k: v for k, v in {"interactions": interactions, "items": items}.items() if v is not None}
+    files = files or {}
     if (files or source) and case == "all":
-        _fail("--source/--interactions/--items go with one case study, not 'all'")
+        _fail("--source and file inputs go with one case study, not 'all'")
     console = Console()
     log = route_logs(verbose)
     from pipelines import cases
@@ -217,7 +241,7 @@ def monitor(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Score a new window of traffic and write an Evidently drift report (retrains on alarm)."""
-    run(_names(case, allow_all=False)[0], step=["monitor"], drift=drift, verbose=verbose)
+    _run(_names(case, allow_all=False)[0], ["monitor"], drift=drift, verbose=verbose)
 
 
 @app.command()

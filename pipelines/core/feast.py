@@ -64,8 +64,12 @@ def apply(case: str, fs: Any) -> list[str]:
 
 
 def service_views(fs: Any, service: str) -> list[str]:
-    """The feature views a FeatureService reads: what serving needs online (no second list to keep)."""
-    return [p.name for p in fs.get_feature_service(service).feature_view_projections]
+    """The stored feature views a FeatureService reads: what the online store must hold (no second list).
+
+    On-demand views are left out: they are computed from request data and stored views at read time.
+    """
+    stored = {v.name for v in fs.list_feature_views()}
+    return [p.name for p in fs.get_feature_service(service).feature_view_projections if p.name in stored]
 
 
 def materialize(fs: Any, service: str, start: datetime, end: datetime) -> list[str]:

@@ -31,7 +31,7 @@ def _digests(root: Path) -> dict[Path, str]:
 
 
 def _int_column(schema: TableSchema, *, key: bool) -> str:
-    names = [c.name for c in schema.columns if c.kind == "int" and c.name not in schema.optional
+    names = [c.name for c in schema.columns if c.kind in ("int", "float") and c.name not in schema.optional
              and (c.name in schema.key) == key]
     return names[0]
 
@@ -44,9 +44,10 @@ def _corrupt(kind: str, schema: TableSchema, df: pd.DataFrame) -> pd.DataFrame:
         df.loc[df.index[:5], col] = pd.NA
         return df
     if kind == "out_of_range":
-        col = next(c for c in schema.columns if c.max is not None and c.name not in schema.optional)
+        col = next(c for c in schema.columns if (c.max is not None or c.min is not None)
+                   and c.name not in schema.optional and c.name not in schema.key)
         df = df.copy()
-        df.loc[df.index[:3], col.name] = col.max + 10
+        df.loc[df.index[:3], col.name] = col.max + 10 if col.max is not None else col.min - 10
         return df
     if kind == "wrong_type":
         col = _int_column(schema, key=False)
