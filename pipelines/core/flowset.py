@@ -413,9 +413,14 @@ def _unquoted(value: Any) -> Any:
 # -- the Prefect task and the driver --------------------------------------------------------------------
 @dataclass
 class _Tracker:
-    """Which step bodies really ran (a cache hit runs none), for the console's step lines."""
+    """Which step bodies really ran (a cache hit runs none) and how long each took.
+
+    The console's step lines read ``ran``; the flow benchmark reads ``seconds`` to tell the work from
+    the orchestration around it.
+    """
 
     ran: set[str] = field(default_factory=set)
+    seconds: list[tuple[str, float]] = field(default_factory=list)
 
 
 TRACKER = _Tracker()
@@ -425,7 +430,11 @@ def _run_step(run: Run, step: str, args: dict[str, Any]) -> Any:
     run = _unquoted(run)
     TRACKER.ran.add(step)
     body = BODIES.get(step)
-    return body(run, **args) if body else _extra(run, step)
+    t0 = time.perf_counter()
+    try:
+        return body(run, **args) if body else _extra(run, step)
+    finally:
+        TRACKER.seconds.append((step, time.perf_counter() - t0))
 
 
 def _task(step: str, case: str) -> Any:

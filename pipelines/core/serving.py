@@ -198,7 +198,8 @@ def build_bento(case: str, packages: Sequence[str], paths: Paths | None = None) 
     """Package ``services/<case>`` into the local bento store, its build config generated; returns the tag.
 
     ``packages``: the case's serving distributions beyond ``SERVING_PACKAGES`` (its spec's
-    ``serving_packages``); their versions come from the lock.
+    ``serving_packages``); their versions come from the lock. A Bento carries code, not the model (the
+    service loads the champion by tag), so one built from the same code and pins is reused, not rebuilt.
     """
     paths = registry.use_home(paths)
     import bentoml
@@ -206,5 +207,26 @@ def build_bento(case: str, packages: Sequence[str], paths: Paths | None = None) 
     from pipelines.core.api import service_doc
 
     config = bento_build_config(case, packages, service_doc(load_service(case)))
+    digest = _code_digest(config)
+    try:
+        built = bentoml.bentos.list(case)
+    except bentoml.exceptions.NotFound:  # none built yet
+        built = []
+    for bento in built:
+        if bento.info.labels.get("code") == digest:
+            return str(bento.tag)
+    config["labels"] = {**config["labels"], "code": digest}
     bento = bentoml.bentos.build(**config, build_ctx=str(PROJECT_ROOT))
     return str(bento.tag)
+
+
+def _code_digest(config: dict[str, Any]) -> str:
+    """Hash of what a Bento would carry: the included files' bytes and the pinned packages."""
+    import hashlib
+
+    from pipelines.core.flowset import fingerprint
+
+    files = sorted({p for pattern in config["include"] for p in PROJECT_ROOT.glob(pattern)
+                    if p.is_file() and "__pycache__" not in p.parts})
+    blob = fingerprint(files) + "|".join(config["python"]["packages"]) + config["service"]
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

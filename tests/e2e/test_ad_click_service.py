@@ -212,6 +212,8 @@ def test_bento_builds_from_the_generated_config(home: Home) -> None:
     assert "services.ad_click.service:AdClick" in (bento / "bento.yaml").read_text()
     requirements = (bento / "env" / "python" / "requirements.txt").read_text().split()
     assert f"torch=={locked_versions()['torch']}" in requirements
+    # The same code again: the Bento is reused, not rebuilt (it carries code; the model is loaded by tag).
+    assert build_bento("ad_click", cases.spec("ad_click").serving_packages) == tag
 
 
 def test_service_without_champion_fails_fast_with_the_reason(tmp_path: Path,
