@@ -120,3 +120,16 @@ def test_a_log_of_any_era_runs_to_the_online_store(video_run: dict[str, Any], tm
     got = feast.store(run.paths).get_online_features(
         features=["user_video_engagement:viewer_impressions"], entity_rows=[{"user_id": user}]).to_dict()
     assert got["viewer_impressions"][0] is not None
+
+
+def test_a_rejected_file_does_not_claim_the_home(video_run: dict[str, Any], tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A home is claimed by its first *validated* batch: a bad file leaves it free for the simulator."""
+    bad = _real_log(Paths.from_env(), n_users=50)
+    bad.loc[bad.index[:3], "user_id"] = -7
+    home = tmp_path / "home"
+    monkeypatch.setenv("CASEBOOK_HOME", str(home))
+    with pytest.raises(ValidationFailed):
+        video_recommendation_flow(steps=["ingest", "validate"], interactions=_write(bad, tmp_path / "bad.csv"))
+    assert not (home / "data" / "world.json").exists()
+    assert open_run(cases.spec(CASE)).paths.home == home.resolve()  # the simulator still gets this home
