@@ -44,15 +44,16 @@ def store(paths: Paths | None = None) -> Any:
 
 
 def definitions(case: str) -> list[Any]:
-    """The Feast objects of the shared module and ``feature_repo/<case>_features.py``."""
-    from feast import Entity, FeatureService, FeatureView
+    """The Feast objects of the shared module and ``feature_repo/<case>_features.py``, on-demand views too."""
+    from feast import Entity, FeatureService, FeatureView, OnDemandFeatureView
 
     if str(FEATURE_REPO) not in sys.path:
         sys.path.insert(0, str(FEATURE_REPO))
     objects: dict[int, Any] = {}  # by identity: a case module re-exports the shared objects it imports
     for name in (SHARED_MODULE, f"{case}_features"):
         module = importlib.reload(importlib.import_module(name))  # reload: CASEBOOK_HOME may have changed
-        objects |= {id(o): o for o in vars(module).values() if isinstance(o, Entity | FeatureView | FeatureService)}
+        kinds = Entity | FeatureView | OnDemandFeatureView | FeatureService
+        objects |= {id(o): o for o in vars(module).values() if isinstance(o, kinds)}
     return list(objects.values())
 
 
@@ -72,14 +73,29 @@ def service_views(fs: Any, service: str) -> list[str]:
     return [p.name for p in fs.get_feature_service(service).feature_view_projections if p.name in stored]
 
 
-def materialize(fs: Any, service: str, start: datetime, end: datetime) -> list[str]:
+def materialize(fs: Any, service: str, start: datetime, end: datetime, columnar: bool = True) -> list[str]:
     """Load the latest value per entity in ``[start, end)`` of the service's views into the online store.
 
     The window comes from the data (any era of timestamps works: a log from the 1990s or the future).
+    The SQLite store is loaded by ``pipelines.core.materialize`` (columnar, Feast's serializers);
+    ``columnar=False``, or any other online store, takes Feast's own ``materialize``.
     """
+    from pipelines.core import materialize as fast
+
     views = service_views(fs, service)
-    fs.materialize(start_date=start, end_date=end, feature_views=views)
+    if columnar and fast.columnar_ok(fs):
+        start, end = _utc(start), _utc(end)
+        for name in views:
+            fast.write_view(fs, name, start, end)
+    else:
+        fs.materialize(start_date=start, end_date=end, feature_views=views)
     return views
+
+
+def _utc(t: datetime) -> datetime:
+    from datetime import UTC
+
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 ROW = "__casebook_row"
