@@ -57,3 +57,15 @@ def test_generated_stage_files_match_the_registry() -> None:
     from pipelines.core.generate import stale
 
     assert stale(cases.specs()) == [], "run `casebook generate` and commit dvc.yaml / prefect.yaml"
+
+
+def test_the_code_a_step_runs_includes_the_shared_world_and_feast_modules() -> None:
+    """An edit to pipelines/world or feature_repo must never be served from a stale cache."""
+    from pipelines.core.flowset import code_roots
+    from pipelines.core.settings import PROJECT_ROOT
+
+    roots = set(code_roots("ad_click"))
+    assert {PROJECT_ROOT / "pipelines" / "world", PROJECT_ROOT / "feature_repo" / "user_features.py",
+            PROJECT_ROOT / "feature_repo" / "ad_click_features.py", PROJECT_ROOT / "pipelines" / "core",
+            PROJECT_ROOT / "services" / "ad_click"} <= roots
+    assert PROJECT_ROOT / "pipelines" / "video_recommendation" not in roots  # another case's code is not its own
