@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -64,7 +65,7 @@ def summary(mode: str, concurrency: int, latencies: list[float], errors: int,
             wall: float | None, client_cpu_ms: float | None = None) -> dict[str, Any]:
     ms = np.asarray(latencies) * 1000
     return {"mode": mode, "concurrency": concurrency, "requests": len(latencies), "errors": errors,
-            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()),
             "req_per_s": len(latencies) / wall if wall else 1000 / float(np.mean(ms)),
             "client_cpu_ms": client_cpu_ms,
             "load": os.getloadavg()[0]}  # the 1-minute load right after the level: was the box quiet?
@@ -110,20 +111,26 @@ class Connection:
             self.reader = self.writer = None
 
 
-async def _load(url: str, payloads: list[dict[str, Any]], concurrency: int, route: str = "/rank"
-                ) -> tuple[list[float], int, float, float]:
+async def _load(url: str, payloads: list[dict[str, Any]], concurrency: int, route: str = "/rank",
+                seconds: float | None = None) -> tuple[list[float], int, float, float]:
     """``concurrency`` clients each sending its next request as soon as the previous one answered.
 
-    Returns the latencies, the error count, the wall time and the client's own CPU ms per request.
+    With ``seconds``, the payloads are cycled for that long (a sustained run: stalls that come every few
+    seconds show in p99 and max, which a few hundred requests can miss). Returns the latencies, the
+    error count, the wall time and the client's own CPU ms per request.
     """
     bodies = [json.dumps(p).encode() for p in payloads]  # encoded up front: not timed, not competing
     latencies: list[float] = []
     errors = 0
     connections = [Connection(url) for _ in range(concurrency)]
 
+    deadline = float("inf")
+
     async def worker(conn: Connection, queue: Iterator[bytes]) -> None:
         nonlocal errors
         for body in queue:
+            if time.perf_counter() > deadline:
+                break
             start = time.perf_counter()
             status = await conn.post(route, body)
             latencies.append(time.perf_counter() - start)
@@ -133,13 +140,16 @@ async def _load(url: str, payloads: list[dict[str, Any]], concurrency: int, rout
         await worker(conn, iter(bodies[:WARMUP // concurrency + 1]))
     latencies.clear()
     errors = 0
-    queue = iter(bodies)  # shared: each client takes the next request when it is free
+    # shared: each client takes the next request when it is free
+    queue = itertools.cycle(bodies) if seconds else iter(bodies)
     cpu, start = time.process_time(), time.perf_counter()
+    if seconds:
+        deadline = start + seconds
     await asyncio.gather(*(worker(conn, queue) for conn in connections))
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     for conn in connections:
         await conn.close()
-    return latencies, errors, wall, cpu * 1000 / len(bodies)
+    return latencies, errors, wall, cpu * 1000 / max(len(latencies), 1)
 
 
 def _timed(fn: Callable[[dict[str, Any]], Any], payloads: list[dict[str, Any]]) -> list[float]:
@@ -175,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--candidates", type=int, default=100, help="candidate ads per request (default 100)")
     ap.add_argument("--inprocess-calls", type=int, default=200, help="in-process scoring calls (default 200)")
     ap.add_argument("--url", help="a running service on loopback; default: start one on the current champion")
+    ap.add_argument("--seconds", type=float, default=None,
+                    help="sustained run: each level sends for this long (e.g. 60) instead of --requests")
     args = ap.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
     if args.url and urlparse(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
@@ -195,22 +207,24 @@ def main(argv: list[str] | None = None) -> int:
             url = stack.enter_context(running_service("ad_click"))
             print(f"started {url} in {time.perf_counter() - started:.1f}s", flush=True)
         for c in levels:
-            lat, errors, wall, client_cpu = asyncio.run(_load(url, payloads, c))
+            lat, errors, wall, client_cpu = asyncio.run(_load(url, payloads, c, seconds=args.seconds))
             rows.append(summary("http POST /rank", c, lat, errors, wall, client_cpu))
     tag, local = in_process(paths, workload(paths, args.inprocess_calls, args.candidates, seed=1))
     rows += local
 
     print(f"\nmachine : {machine()}")
     print(f"service : {args.url or 'started by running_service'}  model {tag}  home {paths.home}")
-    print(f"workload: {args.candidates} candidates, k=10, {args.requests} HTTP requests per level, "
+    per_level = f"{args.seconds:.0f} s" if args.seconds else f"{args.requests} HTTP requests"
+    print(f"workload: {args.candidates} candidates, k=10, {per_level} per level, "
           f"{args.inprocess_calls} in-process calls\n")
-    head = (f"{'mode':<38} {'conc':>4} {'n':>5} {'err':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} "
+    head = (f"{'mode':<38} {'conc':>4} {'n':>6} {'err':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>8} "
             f"{'client':>7} {'load1':>6}")
     print(head + "\n" + "-" * len(head))
     for r in rows:
         client = "" if r["client_cpu_ms"] is None else f"{r['client_cpu_ms']:.2f}"
-        print(f"{r['mode']:<38} {r['concurrency']:>4} {r['requests']:>5} {r['errors']:>4} "
-              f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['req_per_s']:>8.1f} {client:>7} {r['load']:>6.1f}")
+        print(f"{r['mode']:<38} {r['concurrency']:>4} {r['requests']:>6} {r['errors']:>4} "
+              f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {r['req_per_s']:>8.1f} {client:>7} "
+              f"{r['load']:>6.1f}")
     print("\nin-process req/s is 1 / mean latency of a single caller; client is the load generator's own CPU ms "
           "per request (taken from the same cores); load1 is the 1-minute load average after each row (this "
           "benchmark adds ~1-2 while it runs).")
