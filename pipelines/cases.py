@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 CASES: dict[str, str] = {
     "ad_click": "pipelines.ad_click.case",
     "video_recommendation": "pipelines.video_recommendation.case",
+    "event_recommendation": "pipelines.event_recommendation.case",
+    "visual_search": "pipelines.visual_search.case",
+    "harmful_content": "pipelines.harmful_content.case",
 }
 
 

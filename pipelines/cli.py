@@ -267,14 +267,109 @@ def serve(
                      source=source.value if source else None)
     except _user_errors() as exc:
         _fail(f"{name}: {exc}")
-    os.environ["CASEBOOK_HOME"] = str(r.paths.home)
-    registry.use_home(r.paths)
-    if registry.champion(name) is None:  # the service would crash-loop on start: say it once instead
+    from pipelines.core import worlds
+
+    with worlds.living_in(r.paths):
+        champion = registry.champion(name)
+    if champion is None:  # the service would crash-loop on start: say it once instead
         _fail(f"{name} has no champion model in the world of {r.world.describe()}: run `casebook run {name}` first")
+    os.environ["CASEBOOK_HOME"] = str(r.paths.home)  # for the server this process becomes
+    os.environ["BENTOML_HOME"] = str(r.paths.models)
     os.chdir(PROJECT_ROOT)
     # The venv's bentoml, whatever PATH says: `casebook` may run without an activated venv.
     os.execv(sys.executable, [sys.executable, "-m", "bentoml", "serve", service_target(name), "--host", host,
                               "--port", str(port)])
+
+
+@app.command()
+def index(
+    case: Annotated[str, typer.Argument(help="a case study with an incremental index (e.g. visual_search)")],
+    add: Annotated[Path, typer.Option("--add", help="a folder of new items to add to the served index")],
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Add new items to a case's served index without a full rebuild (the champion gains them)."""
+    from rich.console import Console
+
+    from pipelines import cases
+    from pipelines.core.console import route_logs
+    from pipelines.core.flowset import open_run
+    from pipelines.core.settings import apply_privacy_defaults
+
+    apply_privacy_defaults()
+    spec = cases.spec(_names(case, allow_all=False)[0])
+    if spec.add_to_index is None:
+        _fail(f"{spec.name} has no incremental index; cases with one: "
+              f"{', '.join(s.name for s in cases.specs() if s.add_to_index) or 'none'}")
+    log = route_logs(verbose)
+    try:
+        run = open_run(spec)
+        from pipelines.core import worlds
+
+        with worlds.living_in(run.paths):
+            result = spec.add_to_index(run, add)
+    except _user_errors() as exc:
+        _fail(f"{spec.name}: {exc}\n(the tools' full log: {log})")
+    Console().print_json(json.dumps(result, default=str))
+
+
+class ReviewAction(StrEnum):
+    list = "list"
+    label = "label"
+    export = "export"
+
+
+@app.command()
+def review(
+    case: Annotated[str, typer.Argument(help="a case study with a human review queue (e.g. harmful_content)")],
+    action: Annotated[ReviewAction, typer.Argument(help="list the queue, label an item, or export everything")],
+    args: Annotated[list[str] | None, typer.Argument(help="label: ITEM_ID CLASS=0|1 ...; export: PATH (.csv or "
+                                                      ".parquet)")] = None,
+    status: Annotated[str, typer.Option(help="list: pending, labeled or all")] = "pending",
+    limit: Annotated[int, typer.Option(min=1, help="list: at most this many items")] = 20,
+    scale: ScaleOpt = None,
+    seed: SeedOpt = None,
+    source: SourceOpt = None,
+) -> None:
+    """A case's human review queue: list items, label one (the next training run reads it), export all."""
+    from rich.console import Console
+
+    from pipelines import cases
+    from pipelines.core.flowset import open_run
+    from pipelines.core.review import ReviewQueue
+
+    spec = cases.spec(_names(case, allow_all=False)[0])
+    if not spec.review_queue:
+        _fail(f"{spec.name} has no review queue; cases with one: "
+              f"{', '.join(s.name for s in cases.specs() if s.review_queue) or 'none'}")
+    args = args or []
+    try:
+        run = open_run(spec, scale=scale.value if scale else None, seed=seed, source=source.value if source else None)
+        queue = ReviewQueue.of(run.paths, spec.name)
+        console = Console()
+        if action is ReviewAction.list:
+            items = queue.items(status, limit)
+            for item in items:
+                top = ", ".join(f"{c} {p:.3f}" for c, p in sorted(item["scores"].items(), key=lambda kv: -kv[1])[:3])
+                labels = f" labels {item['labels']}" if item["labels"] else ""
+                console.print(f"{item['item_id']}  {item['reason']}  [{top}]{labels}  "
+                              f"{str(item['payload'].get('text', ''))[:70]!r}", highlight=False)
+            console.print(f"{len(items)} {status} item(s) in {queue.path}", highlight=False)
+        elif action is ReviewAction.label:
+            if len(args) < 2 or not args[0].isdigit():
+                raise ValueError("label takes ITEM_ID CLASS=0|1 ..., e.g. `casebook review harmful_content label "
+                                 "123 spam=1 hate=0`")
+            pairs = [a.partition("=") for a in args[1:]]
+            if any(not sep or v not in ("0", "1") for _, sep, v in pairs):
+                raise ValueError(f"labels are CLASS=0 or CLASS=1, got {' '.join(args[1:])}")
+            item = queue.label(int(args[0]), {k: int(v) for k, _, v in pairs})
+            console.print(f"labeled {item['item_id']}: {item['labels']} (the next `casebook run {spec.name}` trains "
+                          f"on it)", highlight=False)
+        else:
+            if len(args) != 1:
+                raise ValueError("export takes one PATH (.csv or .parquet)")
+            console.print(f"wrote {queue.export(Path(args[0]))}", highlight=False)
+    except _user_errors() as exc:
+        _fail(f"{spec.name}: {exc}")
 
 
 @app.command()

@@ -70,6 +70,33 @@ class AnnIndex:
         index.add_with_ids(vectors, ids)
         return cls(index)
 
+    @classmethod
+    def build_factory(cls, vectors: np.ndarray, ids: np.ndarray, factory: str, nprobe: int = 8) -> AnnIndex:
+        """Any Faiss ``index_factory`` description under int64 ids, e.g. ``"Flat"`` (exact) or
+        ``"IVF16,PQ8x8"`` (inverted lists + product quantization: 8 bytes a vector, trained on ``vectors``).
+        """
+        faiss = _faiss()
+        vectors = _as_matrix(vectors)
+        index = faiss.IndexIDMap(faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT))
+        if not index.is_trained:
+            index.train(vectors)
+        if "IVF" in factory:
+            faiss.extract_index_ivf(index.index).nprobe = nprobe
+        out = cls(index)
+        out.add(vectors, ids)
+        return out
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Add items without a rebuild: the items already indexed keep their ids and vectors."""
+        vectors, ids = _as_matrix(vectors), np.asarray(ids, dtype=np.int64)
+        if len(ids) != len(vectors):
+            raise ValueError(f"{len(vectors)} vectors but {len(ids)} ids")
+        self.index.add_with_ids(vectors, ids)
+
+    def nbytes(self) -> int:
+        """Size of the serialized index: what it costs in memory and on disk."""
+        return int(_faiss().serialize_index(self.index).nbytes)
+
     @property
     def params(self) -> HnswParams:
         graph = _faiss().downcast_index(self.index.index).hnsw

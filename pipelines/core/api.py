@@ -106,6 +106,15 @@ NOT_JSON = ("multipart/form-data", "application/x-www-form-urlencoded", "applica
 """Media types BentoML would parse without our check (forms, pickles); the published API takes JSON."""
 
 
+def uploads(model: Any) -> dict[str, str]:
+    """The multipart file parts an input model accepts: part name -> the base64 JSON field it fills.
+
+    A request model declares them as ``UPLOADS: ClassVar[dict[str, str]]`` (e.g. ``{"image": "image_b64"}``);
+    an API without any takes JSON only.
+    """
+    return dict(getattr(model, "UPLOADS", None) or {})
+
+
 class ValidateRequests:
     """Validate each API body against the API's input model before BentoML sees it.
 
@@ -114,6 +123,11 @@ class ValidateRequests:
     ``{"error": "<n> validation error(s) for <Model>: <field>: <why>", "detail": [pydantic errors]}``,
     415 for a form or pickle body, and one rate-limited log line; a valid body is replayed to BentoML
     unchanged, so what the handler gets is exactly what BentoML parses.
+
+    An API whose model declares ``UPLOADS`` also takes ``multipart/form-data``: its file parts become the
+    base64 JSON fields they name, its other parts JSON values (``k=5`` is 5), and the JSON body built
+    from them is validated and replayed like any other. BentoML only ever sees JSON, and no file is read
+    but the bytes sent (BentoML's own file inputs would fetch a URL given as a value).
     """
 
     def __init__(self, app: Any, service: bentoml.Service[Any]) -> None:
@@ -128,13 +142,25 @@ class ValidateRequests:
         headers = dict(scope["headers"])
         media_type = headers.get(b"content-type", b"application/json").decode("latin-1")
         media_type = media_type.split(";")[0].strip().lower()
-        if media_type in NOT_JSON:
-            message = f"unsupported media type {media_type!r}: send the body as JSON (Content-Type: application/json)"
+        files = uploads(model)
+        if media_type in NOT_JSON and not (files and media_type == "multipart/form-data"):
+            also = f" or multipart/form-data with file part(s) {', '.join(files)}" if files else ""
+            message = (f"unsupported media type {media_type!r}: send the body as JSON (Content-Type: "
+                       f"application/json){also}")
             await self._reject(415, {"error": message}, scope, receive, send)
             return
         body = await _read_body(receive)
         if body is None:  # the client went away
             return
+        if media_type == "multipart/form-data":
+            try:
+                body = await _multipart_as_json(scope, body, files)
+            except ValueError as exc:
+                await self._reject(400, {"error": str(exc), "detail": []}, scope, receive, send)
+                return
+            scope = {**scope, "headers": [(k, v) for k, v in scope["headers"]
+                                          if k not in (b"content-type", b"content-length")]
+                     + [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
         try:
             model.model_validate_json(body or b"{}")  # BentoML reads an empty body as {} too
         except ValidationError as exc:
@@ -147,6 +173,42 @@ class ValidateRequests:
     async def _reject(status: int, body: dict[str, Any], scope: dict[str, Any], receive: Any, send: Any) -> None:
         BAD_REQUESTS.warning(f"{status} {scope['method']} {scope['path']}: {body['error'][:300]}")
         await JSONResponse(body, status_code=status)(scope, receive, send)
+
+
+async def _multipart_as_json(scope: dict[str, Any], body: bytes, files: dict[str, str]) -> bytes:
+    """A multipart body as the JSON body it stands for; ``ValueError`` says why it is not one."""
+    from starlette.datastructures import UploadFile
+    from starlette.requests import Request
+
+    request = Request(scope, _replay(body, _no_more))
+    try:
+        form = await request.form(max_files=len(files), max_fields=100)
+    except Exception as exc:  # starlette/python-multipart raise several types for a malformed body
+        raise ValueError(f"malformed multipart/form-data body: {exc}") from None
+    out: dict[str, Any] = {}
+    try:
+        for name, value in form.multi_items():
+            if name in out or files.get(name) in out:
+                raise ValueError(f"multipart part {name!r} given twice")
+            if isinstance(value, UploadFile):
+                if name not in files:
+                    raise ValueError(f"multipart file part {name!r} is not an upload of this API; "
+                                     f"it takes {', '.join(files)}")
+                out[files[name]] = base64.b64encode(await value.read()).decode("ascii")
+            elif name in files:
+                raise ValueError(f"multipart part {name!r} must be a file (e.g. curl -F {name}=@photo.jpg)")
+            else:
+                try:
+                    out[name] = json.loads(value)
+                except ValueError:
+                    out[name] = value  # a plain string field
+    finally:
+        await form.close()
+    return json.dumps(out).encode()
+
+
+async def _no_more() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 def _validation_body(exc: ValidationError, model: str) -> dict[str, Any]:
@@ -241,11 +303,23 @@ def public_spec(service: bentoml.Service[Any]) -> dict[str, Any]:
     spec["components"]["schemas"].update(ERROR_SCHEMAS)
     for method in service.apis.values():
         operation = spec["paths"][method.route]["post"]  # BentoML lists API paths without the prefix
+        if files := uploads(method.input_spec):
+            operation["requestBody"]["content"]["multipart/form-data"] = {"schema": _multipart_schema(
+                method.input_spec.model_json_schema(), files)}
         responses = operation["responses"] = {str(k): v for k, v in operation["responses"].items()}
         for status, name in (("400", "BadRequest"), ("415", "UnsupportedMediaType")):
             responses[status] = {"description": ERROR_SCHEMAS[name]["description"], "content": {
                 "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
     return spec
+
+
+def _multipart_schema(schema: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
+    """The JSON body's schema as multipart parts: each base64 field becomes its binary file part."""
+    fields = {v: k for k, v in files.items()}
+    props = {fields.get(name, name): ({"type": "string", "format": "binary", "description": p.get("description", "")}
+                                      if name in fields else p) for name, p in schema.get("properties", {}).items()}
+    required = [fields.get(name, name) for name in schema.get("required", [])]
+    return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
 
 
 class PrivateDocs:

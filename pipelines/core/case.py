@@ -105,11 +105,15 @@ class Metric:
 
 @dataclass(frozen=True)
 class FileInput:
-    """One file a ``--source file`` run reads, given as ``--<name> PATH`` or ``<case>.file.<name>``."""
+    """One file a ``--source file`` run reads, given as ``--<name> PATH`` or ``<case>.file.<name>``.
+
+    ``kind="dir"``: the input is a folder (e.g. images in class subfolders), read as a whole.
+    """
 
     name: str
     help: str
     required: bool = True
+    kind: Literal["file", "dir"] = "file"
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,11 @@ class CaseSpec:
     plots: tuple[Plot, ...] = ()
     schedule_minute: int = 0
     """Minute past the hour of its scheduled monitor (06:mm) and retrain (Mondays 03:mm) runs."""
+    review_queue: bool = False
+    """The case keeps a human review queue (``pipelines.core.review``): ``casebook review <case>`` lists,
+    labels and exports it, and its labels file is one of the train step's inputs (its cache key)."""
+    add_to_index: Callable[[Run, Path], dict[str, Any]] | None = None
+    """``casebook index <case> --add DIR``: put the items in DIR into the served index without a rebuild."""
 
     @property
     def steps(self) -> tuple[str, ...]:

@@ -58,3 +58,17 @@ def rate_snapshots(events: pd.DataFrame, keys: list[str], label: str, matured_at
     out[f"{prefix}_impressions"] = n.astype(np.int64)
     out[f"{prefix}_{rate}"] = smoothed_rate(hits, n, prior, strength).astype(np.float32)
     return out.reset_index(drop=True)
+
+
+def count_snapshots(events: pd.DataFrame, keys: list[str], happened_at: pd.Series, name: str) -> pd.DataFrame:
+    """Daily cumulative count of rows per key, point-in-time correct, as column ``name``.
+
+    A row counts from the first midnight after it happened (as ``rate_snapshots`` counts labels): a join
+    as of time t sees only what happened before the day of t began.
+    """
+    snap = happened_at.dt.floor("D") + pd.Timedelta(days=1)
+    daily = (events[keys].assign(event_timestamp=snap.to_numpy())
+             .groupby([*keys, "event_timestamp"], observed=True).size().rename(name).reset_index()
+             .sort_values([*keys, "event_timestamp"]))
+    daily[name] = daily.groupby(keys, observed=True)[name].cumsum().astype(np.int64)
+    return daily.reset_index(drop=True)

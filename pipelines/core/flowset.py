@@ -52,7 +52,10 @@ def file_batch_id(files: Mapping[str, Path]) -> str:
     """A file batch is named by its content: the same files land once, changed files land anew."""
     h = hashlib.sha256()
     for name in sorted(files):
-        h.update(name.encode() + Path(files[name]).read_bytes())
+        root = Path(files[name])
+        h.update(name.encode())
+        for f in _files([root]):  # a folder input: every file's relative path and bytes
+            h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() if root.is_dir() else f.read_bytes())
     return f"file-{h.hexdigest()[:12]}"
 
 
@@ -129,6 +132,13 @@ def _profile_file(run: Run) -> Path:
     return user_profile_file(run.paths, run.case)
 
 
+def _review_labels(run: Run) -> list[Path]:
+    """A review queue's labels are training input: a new human label retrains, a new queued item does not."""
+    from pipelines.core.review import labels_file
+
+    return [labels_file(run.paths, run.case)] if run.spec.review_queue else []
+
+
 def _reads(run: Run, step: str, args: Mapping[str, Any]) -> list[Path]:
     """The files a step's result depends on; only its own (not another case's user file)."""
     p, case = run.paths, run.case
@@ -139,12 +149,14 @@ def _reads(run: Run, step: str, args: Mapping[str, Any]) -> list[Path]:
     if step == "features":
         return [p.validated(case)]
     if step == "train":
-        return [p.validated(case), p.features(case), _profile_file(run)]
+        return [p.validated(case), p.features(case), _profile_file(run), *_review_labels(run)]
     if step == "evaluate":
         return [p.validated(case), p.features(case), _profile_file(run), run.work("artifacts"),
                 _challenger_file(run)]
     if step == "deploy":
         return [run.work("challenger.json")]
+    if step == "monitor":  # never served from the cache (fresh traffic), but keyed like any step
+        return [run.work("reference.parquet")]
     extra = run.spec.extra(step)
     before = [s.name for s in run.spec.extra_steps]
     previous = before[before.index(step) - 1] if before.index(step) else extra.after
@@ -154,7 +166,7 @@ def _reads(run: Run, step: str, args: Mapping[str, Any]) -> list[Path]:
 def _param_keys(run: Run, step: str) -> tuple[str, ...]:
     sp = run.spec.step_params
     base = {"ingest": ("scale", "seed", *sp.ingest), "features": sp.features, "train": ("seed", *sp.train),
-            "evaluate": sp.evaluate, "deploy": ("deploy", "serving")}
+            "evaluate": sp.evaluate, "deploy": ("deploy", "serving"), "monitor": ("scale", "seed", "monitor")}
     if step in base:
         return tuple(base[step])
     if step == "validate":
@@ -556,8 +568,8 @@ def open_run(spec: Any, *, scale: str | None = None, seed: int | None = None, so
                     raise ConfigError(f"the file source needs an {name} file: --{name} PATH "
                                       f"(or {spec.name}.file.{name} in params.yaml)")
                 continue
-            if not Path(value).is_file():
-                raise ConfigError(f"{name} file {value} does not exist")
+            if not (Path(value).is_dir() if inp.kind == "dir" else Path(value).is_file()):
+                raise ConfigError(f"{name} {'folder' if inp.kind == 'dir' else 'file'} {value} does not exist")
             given[name] = Path(value)
     elif files:
         first = next(n for n, i in inputs.items() if i.required)

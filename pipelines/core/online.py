@@ -15,6 +15,7 @@ keys packed ~10x faster, used only where it provably produces Feast's bytes.
 
 Same semantics as the FeatureService read: the same views and features, the latest materialized row
 per entity key, ``None`` for a missing entity. A cached row is at most ``ttl_s`` older than the store.
+On-demand views are not stored: ``on_demand`` runs Feast's registered transformation on their inputs.
 """
 
 from __future__ import annotations
@@ -97,13 +98,19 @@ class OnlineReader:
                              f"its views: {sorted(names)}")
         self.caches = {name: TTLCache(ttl_s, max_entries, clock) for name in cached_views}
         self.provider = fs.provider
+        self.on_demand_views = {p.name: fs.get_on_demand_feature_view(p.name)
+                                for p in fs.get_feature_service(service).feature_view_projections
+                                if p.name not in names}
         self.direct = {v.name: d for v in self.views if direct and (d := SqliteDirect.for_view(fs, v)) is not None}
 
     @staticmethod
     def _resolve(fs: Any, service: str) -> list[View]:
         fsvc = fs.get_feature_service(service)
         views, seen = [], {}
+        stored = {v.name for v in fs.list_feature_views()}
         for projection in fsvc.feature_view_projections:
+            if projection.name not in stored:  # an on-demand view: computed by ``on_demand``, not read
+                continue
             table = fs.get_feature_view(projection.name).with_projection(projection)
             entity_columns = {c.name: c for c in table.entity_columns}
             store_keys = tuple(table.join_keys)
@@ -123,6 +130,16 @@ class OnlineReader:
                 feature_types=tuple(f.dtype.to_value_type() for f in projection.features),
             ))
         return views
+
+    def on_demand(self, name: str, inputs: Any) -> Any:
+        """An on-demand view's features for a frame of its inputs (source features + request data).
+
+        The transformation is the one Feast registered and runs in ``get_historical_features`` and
+        ``get_online_features``: training and serving share the code, not a copy of it.
+        """
+        if name not in self.on_demand_views:
+            raise KeyError(f"no on-demand view {name!r} in feature service {self.service!r}")
+        return self.on_demand_views[name].feature_transformation.transform(inputs)
 
     @property
     def join_keys(self) -> list[str]:

@@ -1,15 +1,16 @@
-"""Top-k ranking metrics for recommenders: precision, recall, mAP and nDCG at k, coverage and diversity.
+"""Top-k ranking metrics for recommenders and search: precision, recall, mAP, nDCG, MRR at k; coverage, diversity.
 
-Precision, recall, AP and nDCG come from ``torchmetrics.functional.retrieval``. Those functions score one
-query per call (about 1 ms for all four), far too slow to loop over every user. But for a top-k list the
-four values depend only on which of the k slots hold a relevant item and on how many relevant items the
+Precision, recall, AP, nDCG and reciprocal rank come from ``torchmetrics.functional.retrieval``. Those
+functions score one query per call (about 1 ms for all five), far too slow to loop over every user. But
+for a top-k list the values depend only on which of the k slots hold a relevant item and on how many relevant items the
 user has in total, so users are grouped by that pattern and torchmetrics scores each distinct pattern
 once: thousands of users share a few hundred patterns.
 
 Definitions (torchmetrics'): precision@k = hits in the top k / k (a short list counts its empty slots
 as misses); recall@k = hits / all relevant items, including relevant items the list never showed;
 AP@k = mean precision at the ranks of the hits within the top k; nDCG@k divides by the ideal DCG of
-all the user's relevant items. Users with no relevant item are not evaluated.
+all the user's relevant items; MRR@k = 1 / rank of the first hit in the top k (0 without one). Users with
+no relevant item are not evaluated.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from collections.abc import Hashable, Iterable, Mapping
 
 import numpy as np
 
-METRICS = ("precision@k", "recall@k", "map@k", "ndcg@k")
+METRICS = ("precision@k", "recall@k", "map@k", "ndcg@k", "mrr@k")
 
 
 def _pattern_scores(patterns: np.ndarray, k: int) -> np.ndarray:
-    """torchmetrics' four values for each row of ``patterns`` = (k hit flags, count of relevant items).
+    """torchmetrics' values for each row of ``patterns`` = (k hit flags, count of relevant items).
 
     A row becomes one query: the k listed slots get decreasing positive scores; every relevant item the
     list missed is appended with score 0, below all listed slots, so it only enters recall and ideal DCG.
@@ -34,6 +35,7 @@ def _pattern_scores(patterns: np.ndarray, k: int) -> np.ndarray:
         retrieval_normalized_dcg,
         retrieval_precision,
         retrieval_recall,
+        retrieval_reciprocal_rank,
     )
 
     out = np.zeros((len(patterns), len(METRICS)))
@@ -43,7 +45,8 @@ def _pattern_scores(patterns: np.ndarray, k: int) -> np.ndarray:
         preds = torch.cat([torch.arange(2 * k, k, -1, dtype=torch.float32), torch.zeros(missed)])
         target = torch.cat([torch.from_numpy(hits.astype(np.int64)), torch.ones(missed, dtype=torch.int64)])
         out[i] = [float(f(preds, target, top_k=k)) for f in (retrieval_precision, retrieval_recall,
-                                                              retrieval_average_precision, retrieval_normalized_dcg)]
+                                                              retrieval_average_precision, retrieval_normalized_dcg,
+                                                              retrieval_reciprocal_rank)]
     return out
 
 

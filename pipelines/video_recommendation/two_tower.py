@@ -6,8 +6,6 @@ and the re-ranker load without it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +16,7 @@ from torch import nn
 from pipelines.core.ann import AnnIndex, HnswParams
 from pipelines.core.recsys.arrays import NAT, utc_ns
 from pipelines.core.recsys.generators import CandidateGenerator
+from pipelines.core.threads import torch_threads
 from pipelines.video_recommendation.generators import (
     AGE_EDGES,
     DEMOGRAPHICS,
@@ -42,17 +41,6 @@ def _vocab(values: pd.Series) -> dict[str, int]:
 
 def _lookup(values: pd.Series, vocab: dict[str, int]) -> np.ndarray:
     return values.astype(str).map(vocab).fillna(0).to_numpy(np.int64)
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Cap torch's intra-op threads for a block (the machine is shared), then restore them."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(n, old)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 class UserTower(nn.Module):

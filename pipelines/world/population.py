@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from pipelines.world.social import Homes, SocialGraph
 
 EPOCH = pd.Timestamp("2026-01-01", tz="UTC")
 """Day 0 of every simulated world; windows are counted in days from here."""
@@ -109,3 +113,17 @@ class World:
     def population(self) -> Population:
         """The same seed gives the same users in every case's world."""
         return make_population(self.scale.n_users, self.seed, window_days=self.scale.days + 7)
+
+    @cached_property
+    def homes(self) -> Homes:
+        """Home city and coordinates, school and workplace: one geography for every case."""
+        from pipelines.world.social import make_homes
+
+        return make_homes(self.population, self.seed)
+
+    @cached_property
+    def social(self) -> SocialGraph:
+        """The one friendship graph, grown up to four weeks past the history window."""
+        from pipelines.world.social import SocialGraph
+
+        return SocialGraph(self.population, self.homes, self.seed, horizon_days=self.scale.days + 28)

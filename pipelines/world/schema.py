@@ -19,3 +19,30 @@ USERS = TableSchema(
         Column("language", "str"),
     ),
 )
+
+HOMES = TableSchema(
+    name="homes",
+    key=("user_id",),
+    columns=(
+        Column("user_id", "int", min=1),
+        Column("city", "str"),
+        Column("home_lat", "float", min=-90, max=90),
+        Column("home_lon", "float", min=-180, max=180),
+        Column("school_id", "int", min=-1),
+        Column("workplace_id", "int", min=-1),
+    ),
+    optional=("school_id", "workplace_id"),
+)
+"""Where each user lives (and studies or works, -1 for none): a table beside ``USERS``, not new columns of
+it, so the user contract of every other case stays as it is. Graph-shaped cases share it."""
+
+FRIENDSHIPS = TableSchema(
+    name="friendships",
+    key=("user_id", "friend_id"),
+    columns=(
+        Column("user_id", "int", min=1),
+        Column("friend_id", "int", min=1),  # user_id < friend_id: an undirected edge is one row
+        Column("created_ts", "timestamp"),
+    ),
+)
+"""The shared social graph's edges, each with the time it formed (``pipelines.world.social``)."""

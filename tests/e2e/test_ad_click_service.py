@@ -47,7 +47,7 @@ class Home:
     impressions: pd.DataFrame
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
     """A CASEBOOK_HOME with features, a materialized online store and a promoted champion."""
     with pytest.MonkeyPatch.context() as mp:
@@ -80,7 +80,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
         yield Home(paths, tag, world["users"], world["ads"], imp)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def service(home: Home) -> Iterator[str]:
     with running_service("ad_click") as url:
         yield url

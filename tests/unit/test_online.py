@@ -83,6 +83,9 @@ class FakeStore:
     def get_feature_view(self, name: str) -> Any:
         return self.views[name]
 
+    def list_feature_views(self) -> list[Any]:
+        return list(self.views.values())
+
     def online_read(self, config: Any, table: Any, entity_keys: list[Any],
                     requested_features: list[str]) -> list[tuple[Any, Any]]:
         from feast.infra.key_encoding_utils import serialize_entity_key

@@ -1,0 +1,1 @@
+"""Harmful content detection (the book's chapter 5): see ``case.py``."""

@@ -1,0 +1,111 @@
+"""harmful_content's own logic: the world, the labels, thresholds and decisions, the encoder, the queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.core.review import ReviewQueue
+from pipelines.core.text import HashedNgrams, encoder
+from pipelines.harmful_content.labels import known_labels, wide
+from pipelines.harmful_content.model import HarmModel, Thresholds, choose_thresholds
+from pipelines.harmful_content.source import read_posts
+from pipelines.world.harmful_content import CLASSES, PREVALENCE, HarmfulContentWorld, obfuscate
+from pipelines.world.population import SCALES
+
+
+@pytest.fixture(scope="module")
+def window() -> dict[str, pd.DataFrame]:
+    return HarmfulContentWorld(seed=3, scale=SCALES["tiny"]).window(0, 10)
+
+
+def test_the_world_is_rare_multilabel_and_deterministic(window: dict[str, pd.DataFrame]) -> None:
+    truth = wide(window["labels"])
+    for c in CLASSES:
+        assert 0.5 * PREVALENCE[c] < truth[c].mean() < 1.5 * PREVALENCE[c]
+    assert (truth.sum(axis=1) > 1).any()  # multi-label: some posts break several rules
+    again = HarmfulContentWorld(seed=3, scale=SCALES["tiny"]).window(0, 10)
+    pd.testing.assert_frame_equal(window["labels"], again["labels"])
+    posts = window["posts"]
+    assert posts["post_id"].is_unique and (posts["scored_at"] >= posts["created_at"]).all()
+
+
+def test_reports_are_noisy_natural_labels_and_humans_are_accurate(window: dict[str, pd.DataFrame]) -> None:
+    labels, reports = window["labels"], window["reports"]
+    truth = wide(labels)
+    known = known_labels(labels, reports)
+    reviewed = wide(labels, "reviewed").astype(bool)
+    assert ((known == truth) | ~reviewed).all().all()  # where a human looked, the label is the truth
+    missed = (truth == 1) & (known == 0)
+    assert missed.sum().sum() > 0.2 * truth.sum().sum()  # most unreported harm is a negative to the platform
+    human = pd.DataFrame({"item_id": [int(truth.index[0])], "class": ["spam"], "label": [1]})
+    assert known_labels(labels, reports, human).loc[truth.index[0], "spam"] == 1
+
+
+def test_the_drift_knob_brings_a_new_spam_campaign(window: dict[str, pd.DataFrame]) -> None:
+    world = HarmfulContentWorld(seed=3, scale=SCALES["tiny"])
+    drifted = world.window(10, 3, drift=1.0)
+    assert drifted["posts"]["text"].str.contains("bitcoin|reward link|promo code").any()
+    assert not window["posts"]["text"].str.contains("bitcoin").any()
+    assert wide(drifted["labels"])["spam"].mean() > wide(window["labels"])["spam"].mean()
+    assert obfuscate("kill", np.random.default_rng(0)) != "kill"
+
+
+def test_thresholds_reach_the_precision_on_validation_and_decide() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random((4000, 2)) < 0.05).astype(int)
+    p = np.clip(y * 0.6 + rng.random((4000, 2)) * 0.5, 0, 1)
+    t = choose_thresholds(y, p, ("a", "b"), remove_precision=0.95, review_precision=0.3, min_removed=5)
+    for j, c in enumerate("ab"):
+        assert y[p[:, j] >= t[c].remove, j].mean() >= 0.95 and t[c].review <= t[c].remove
+    model = HarmModel("fusion", ("a", "b"), HashedNgrams(), None, 0.05,
+                      thresholds={"a": Thresholds(0.9, 0.5), "b": Thresholds(0.8, 0.3)})
+    assert model.decide(np.array([0.95, 0.1])) == ("remove", "a", 0.9)
+    assert model.decide(np.array([0.6, 0.7])) == ("review", "b", 0.3)  # furthest above its own threshold
+    assert model.decide(np.array([0.1, 0.1])) == ("allow", None, None)
+
+
+def test_the_default_encoder_needs_no_download_and_sees_through_leetspeak() -> None:
+    enc = encoder("hashed")
+    x = enc.encode(["i will kill you", "i w1ll k1ll y0u", "coffee with friends"]).toarray()
+    assert x.shape == (3, enc.dim)
+    assert x[0] @ x[1] > x[0] @ x[2]
+    with pytest.raises(ValueError, match="sentence-transformers"):
+        encoder("sentence-transformers:all-MiniLM-L6-v2").encode(["x"])
+    with pytest.raises(ValueError, match="unknown text encoder"):
+        encoder("bert")
+
+
+def test_the_review_queue_keeps_a_post_once_and_its_labels(tmp_path: Path) -> None:
+    queue = ReviewQueue(tmp_path / "q.sqlite")
+    assert queue.enqueue(7, "spam >= 0.2", {"spam": 0.4, "hate": 0.1}, {"text": "buy now"})
+    assert not queue.enqueue(7, "spam >= 0.2", {"spam": 0.4, "hate": 0.1}, {"text": "buy now"})  # a retry
+    assert [i["item_id"] for i in ReviewQueue(tmp_path / "q.sqlite").items()] == [7]  # persistent
+    with pytest.raises(ValueError, match="classes the item was scored for"):
+        queue.label(7, {"violence": 1})
+    with pytest.raises(LookupError):
+        queue.label(8, {"spam": 1})
+    queue.label(7, {"spam": 1, "hate": 0})
+    assert queue.items() == [] and len(queue.items("labeled")) == 1
+    labels = pd.read_parquet(queue.labels_path)
+    assert labels.set_index("class")["label"].to_dict() == {"hate": 0, "spam": 1}
+    out = queue.export(tmp_path / "all.csv")
+    assert "buy now" in out.read_text()
+
+
+def test_a_file_names_its_own_classes(tmp_path: Path) -> None:
+    f = tmp_path / "posts.csv"
+    pd.DataFrame({"text": ["hello", "buy now", "bad words"], "scam": [0, 1, 0], "toxic": [0, 0, 1]}
+                 ).to_csv(f, index=False)
+    tables = read_posts(f)
+    assert set(tables["labels"]["harm_class"]) == {"scam", "toxic"} and (tables["labels"]["reviewed"] == 1).all()
+    assert len(tables["posts"]) == 3 and tables["reports"].empty
+    pd.DataFrame({"text": ["a"], "scam": [2]}).to_csv(f, index=False)
+    with pytest.raises(ValueError, match=r"posts.csv: class column 'scam' must hold 0 or 1"):
+        read_posts(f)
+    pd.DataFrame({"text": ["a"]}).to_csv(f, index=False)
+    with pytest.raises(ValueError, match="no class column"):
+        read_posts(f)
