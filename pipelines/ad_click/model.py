@@ -245,14 +245,10 @@ def train_deepfm(train: pd.DataFrame, valid: pd.DataFrame, prior: float, params:
     One intra-op thread: multi-threaded CPU reductions are not bit-reproducible, and on small batches the
     jitter moved the early-stopping point between otherwise identical runs.
     """
-    import torch
+    from pipelines.core.threads import torch_threads
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _train_deepfm(train, valid, prior, params, seed, crosses)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train_deepfm(train: pd.DataFrame, valid: pd.DataFrame, prior: float, params: dict[str, Any],

@@ -145,9 +145,9 @@ def train_fusion(text: Any, dense: np.ndarray, y: np.ndarray, valid: tuple[Any, 
     """
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    from pipelines.core.threads import torch_threads
+
+    with torch_threads(1):
         torch.manual_seed(seed)
         pos = y.sum(axis=0).clip(min=1)
         weights = np.sqrt((len(y) - pos) / pos).astype(np.float32)
@@ -182,8 +182,6 @@ def train_fusion(text: Any, dense: np.ndarray, y: np.ndarray, valid: tuple[Any, 
         assert best_state is not None
         net.load_state_dict(best_state)
         return model
-    finally:
-        torch.set_num_threads(threads)
 
 
 def train_logistic(text: Any, y: np.ndarray, model: HarmModel, c: float) -> HarmModel:
