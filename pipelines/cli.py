@@ -285,9 +285,15 @@ def serve(
 def index(
     case: Annotated[str, typer.Argument(help="a case study with an incremental index (e.g. visual_search)")],
     add: Annotated[Path, typer.Option("--add", help="a folder of new items to add to the served index")],
+    scale: ScaleOpt = None,
+    seed: SeedOpt = None,
+    source: SourceOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Add new items to a case's served index without a full rebuild (the champion gains them)."""
+    """Add new items to a case's served index without a full rebuild (the champion gains them).
+
+    The world options pick whose champion gains them, as for `casebook report`.
+    """
     from rich.console import Console
 
     from pipelines import cases
@@ -302,7 +308,7 @@ def index(
               f"{', '.join(s.name for s in cases.specs() if s.add_to_index) or 'none'}")
     log = route_logs(verbose)
     try:
-        run = open_run(spec)
+        run = open_run(spec, scale=scale.value if scale else None, seed=seed, source=source.value if source else None)
         from pipelines.core import worlds
 
         with worlds.living_in(run.paths):

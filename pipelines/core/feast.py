@@ -73,23 +73,90 @@ def service_views(fs: Any, service: str) -> list[str]:
     return [p.name for p in fs.get_feature_service(service).feature_view_projections if p.name in stored]
 
 
-def materialize(fs: Any, service: str, start: datetime, end: datetime, columnar: bool = True) -> list[str]:
+def materialize(fs: Any, service: str, start: datetime, end: datetime, columnar: bool = True,
+                incremental: bool = False) -> dict[str, dict[str, Any]]:
     """Load the latest value per entity in ``[start, end)`` of the service's views into the online store.
 
     The window comes from the data (any era of timestamps works: a log from the 1990s or the future).
     The SQLite store is loaded by ``pipelines.core.materialize`` (columnar, Feast's serializers);
     ``columnar=False``, or any other online store, takes Feast's own ``materialize``.
+    ``incremental``: a view already loaded up to some time whose rows before it are unchanged (same
+    digest) loads only what came after, as ``feast materialize-incremental`` does; a view whose history
+    changed (new data for an old day, another feature definition) is loaded whole again.
+    Returns, per view, where its load began and the rows written (None on Feast's path, which does not say).
     """
     from pipelines.core import materialize as fast
 
-    views = service_views(fs, service)
-    if columnar and fast.columnar_ok(fs):
-        start, end = _utc(start), _utc(end)
-        for name in views:
-            fast.write_view(fs, name, start, end)
-    else:
-        fs.materialize(start_date=start, end_date=end, feature_views=views)
-    return views
+    start, end = _utc(start), _utc(end)
+    done: dict[str, dict[str, Any]] = {}
+    for name in service_views(fs, service):
+        fv = fs.get_feature_view(name)
+        since = max(start, _loaded_until(fs, fv) or start) if incremental else start
+        since = min(since, end)
+        if columnar and fast.columnar_ok(fs):
+            rows: int | None = fast.write_view(fs, name, since, end) if since < end else 0
+        else:
+            if since < end:
+                fs.materialize(start_date=since, end_date=end, feature_views=[name])
+            rows = None if since < end else 0
+        _record_load(fs, fv, end)
+        done[name] = {"from": since.isoformat(), "rows": rows}
+    return done
+
+
+LOADS = "casebook_materialized"
+"""The online store's own record of each view's load: kept in the store, so it goes when the store goes."""
+
+
+def _history_digest(fv: Any, before: datetime) -> str | None:
+    """A digest of the view's offline rows before ``before`` and of its schema; None if not a local file."""
+    import glob
+    import hashlib
+    from pathlib import Path
+
+    import numpy as np
+
+    path = getattr(fv.batch_source, "path", None)
+    files = sorted(glob.glob(path)) if path else []  # a path or a glob (the shared profile: one file a case)
+    if not files or not all(Path(f).is_file() for f in files):
+        return None
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    stamps = pd.to_datetime(frame[fv.batch_source.timestamp_field], utc=True)
+    rows = pd.util.hash_pandas_object(frame[(stamps < pd.Timestamp(before)).to_numpy()], index=False).to_numpy()
+    schema = ",".join(f"{c}:{t}" for c, t in frame.dtypes.astype(str).items())
+    schema += "|" + ",".join(f"{f.name}:{f.dtype}" for f in fv.features)
+    # sorted: order-free, a rebuilt table may list the same rows in another order
+    return hashlib.sha256(schema.encode() + np.sort(rows).tobytes()).hexdigest()
+
+
+def _loads(fs: Any) -> Any:
+    """The SQLite connection holding the load record (only the SQLite store keeps one)."""
+    from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+
+    if not isinstance(fs.config.online_store, SqliteOnlineStoreConfig):
+        return None
+    conn = fs._get_provider().online_store._get_conn(fs.config)
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {LOADS} (view TEXT PRIMARY KEY, until TEXT, digest TEXT)")
+    return conn
+
+
+def _loaded_until(fs: Any, fv: Any) -> datetime | None:
+    """The end of the view's last load, if the rows before it are the ones loaded then."""
+    conn = _loads(fs)
+    row = conn.execute(f"SELECT until, digest FROM {LOADS} WHERE view = ?", (fv.name,)).fetchone() if conn else None
+    if row is None:
+        return None
+    until = datetime.fromisoformat(row[0])
+    digest = _history_digest(fv, until)
+    return until if digest is not None and digest == row[1] else None
+
+
+def _record_load(fs: Any, fv: Any, until: datetime) -> None:
+    conn = _loads(fs)
+    if conn is not None:
+        with conn:
+            conn.execute(f"INSERT OR REPLACE INTO {LOADS} VALUES (?, ?, ?)",
+                         (fv.name, until.isoformat(), _history_digest(fv, until)))
 
 
 def _utc(t: datetime) -> datetime:

@@ -243,7 +243,8 @@ def _features(run: Run) -> dict[str, Any]:
     start = min(s.min() for s in stamps).floor("D") - pd.Timedelta(days=1)
     end = max(s.max() for s in stamps).ceil("D") + pd.Timedelta(days=1)
     t0 = time.perf_counter()
-    views = feast.materialize(run.store, spec.service, start.to_pydatetime(), end.to_pydatetime())
+    # incremental: a rerun or a retrain on a new window loads what is new, not the whole history again
+    views = feast.materialize(run.store, spec.service, start.to_pydatetime(), end.to_pydatetime(), incremental=True)
     _record(run, "features", written)
     return {"rows": {n: len(df) for n, df in tables.items()}, "online": {
         "views": views, "from": start.isoformat(), "until": end.isoformat(),

@@ -11,13 +11,16 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
 from pipelines import cases
+from pipelines.cli import app
 from pipelines.core import registry
 from pipelines.core.flowset import open_run, run_case
 
 pytestmark = pytest.mark.integration
 CASE = "visual_search"
+runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +82,9 @@ def test_new_images_are_added_without_a_rebuild_and_existing_ids_stay(
     tag, before = registry.load_champion(CASE)
     old_ids = sorted(before.labels)
     folder = _write_folder(tmp_path / "new", n_per_class=3, offset=9)
-    result = spec.add_to_index(run, folder)
+    added = runner.invoke(app, ["index", CASE, "--add", str(folder)])  # the command a user types
+    assert added.exit_code == 0, added.output
+    result = json.loads(added.output)
     assert result["added"] == 6 and result["refused"] == 1 and result["index"]["after"] == len(old_ids) + 6
     new_tag, after = registry.load_champion(CASE)
     assert new_tag != tag and set(old_ids) <= set(after.labels)
@@ -98,3 +103,14 @@ def test_new_images_are_added_without_a_rebuild_and_existing_ids_stay(
     assert (got_after[:, 0] == got_before[:, 0]).all()  # existing images still find themselves first
     again = spec.add_to_index(run, folder)
     assert again["added"] == 0 and again["already_indexed"] == 6
+
+
+@pytest.mark.parametrize("args, message", [
+    (["index", CASE, "--add", "/no/such/folder"], "does not exist"),
+    (["index", "ad_click", "--add", "."], "has no incremental index; cases with one: visual_search"),
+])
+def test_index_add_refuses_what_it_cannot_add_in_one_line(args: list[str], message: str,
+                                                          case_run: Callable[[str], dict[str, Any]]) -> None:
+    case_run(CASE)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
