@@ -3,9 +3,10 @@
 The flow runs once in a fresh temporary CASEBOOK_HOME at the chosen scale (``flow_steps.py``'s harness);
 then the champion it deployed is served and loaded with held-out query images (base64 JSON, top 10)
 from 1, 4 and 8 concurrent clients (``service_latency.py``'s load generator), and the same request path
-is timed in-process. Loopback only; the request count is bounded.
+is timed in-process. Loopback only; the request count is bounded, or ``--seconds`` sustains each level.
 
     python benchmarks/visual_search.py                       # default scale (small)
+    python benchmarks/visual_search.py --seconds 60          # sustained: p99 and max over 60 s a level
     python benchmarks/visual_search.py --scale tiny --concurrency 1,4,8 --requests 400
 """
 
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", default="small", choices=["tiny", "small", "large"])
     ap.add_argument("--concurrency", default="1,4,8", help="concurrent clients, comma-separated")
     ap.add_argument("--requests", type=int, default=400, help="requests per concurrency level (default 400)")
+    ap.add_argument("--seconds", type=float, default=None,
+                    help="sustained run: each level sends for this long (e.g. 60) instead of --requests")
     args = ap.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
     if not 1 <= args.requests <= 100_000 or min(levels) < 1:
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     with running_service(CASE, paths=paths) as url:
         for c in levels:
-            lat, errors, seconds, client_cpu = asyncio.run(_load(url, payloads, c, route="/search"))
+            lat, errors, seconds, client_cpu = asyncio.run(_load(url, payloads, c, route="/search",
+                                                                  seconds=args.seconds))
             rows.append(summary("http POST /search (json)", c, lat, errors, seconds, client_cpu))
     import torch
 
@@ -94,11 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, m in metrics["systems"].items():
         print(f"  {name:<11} {m['ndcg@10']:.4f}  {m['mrr@10']:.4f}  {m['map@10']:.4f}  {m['recall@10']:.4f}   "
               f"{m['simulated_ctr@10']:.4f}")
-    head = f"\n{'mode':<28} {'conc':>4} {'n':>5} {'err':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'load1':>6}"
-    print(head + "\n" + "-" * len(head))
+    per_level = f"{args.seconds:.0f} s" if args.seconds else f"{args.requests} requests"
+    head = (f"\n{'mode':<28} {'conc':>4} {'n':>6} {'err':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+            f"{'req/s':>8} {'load1':>6}")
+    print(f"\nservice: {per_level} per level" + head + "\n" + "-" * len(head))
     for r in rows:
-        print(f"{r['mode']:<28} {r['concurrency']:>4} {r['requests']:>5} {r['errors']:>4} "
-              f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['req_per_s']:>8.1f} {r['load']:>6.1f}")
+        print(f"{r['mode']:<28} {r['concurrency']:>4} {r['requests']:>6} {r['errors']:>4} "
+              f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {r['req_per_s']:>8.1f} {r['load']:>6.1f}")
     print(f"\n(measured {time.strftime('%Y-%m-%d %H:%M')})")
     return 1 if any(r["errors"] for r in rows) else 0
 

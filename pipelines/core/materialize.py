@@ -13,6 +13,7 @@ takes Feast's normal path.
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from datetime import datetime
@@ -50,34 +51,46 @@ def _entity_keys(table: Any, keys: list[tuple[str, Any]]) -> list[bytes]:
     return [prefix + b"".join(_key_part(dtype, col[i]) for col, dtype in columns) for i in range(table.num_rows)]
 
 
-def _values(values: list[Any], kind: str) -> tuple[list[bytes], list[str | None]]:
-    """Serialized ``Value`` protos and their text, as Feast's store writes them (null and NaN: empty)."""
+def _values(column: Any, kind: str) -> tuple[list[bytes], list[str | None]]:
+    """Serialized ``Value`` protos and their text, as Feast's store writes them (null and NaN: empty).
+
+    One proto per distinct value, not per row: counts, flags, categories and ratios of small counts
+    repeat, so most columns have far fewer distinct values than rows.
+    """
+    import pyarrow.compute as pc
     from feast.protos.feast.types.Value_pb2 import Value
 
+    encoded = pc.dictionary_encode(column.combine_chunks() if hasattr(column, "combine_chunks") else column)
+    distinct = encoded.dictionary.to_pylist()
     blobs: list[bytes] = []
     texts: list[str | None] = []
-    empty = Value().SerializeToString()
-    for v in values:
+    for v in [*distinct, None]:  # the last one: what a null row points at
         if v is None or (isinstance(v, float) and math.isnan(v)):
-            blobs.append(empty)
+            blobs.append(Value().SerializeToString())
             texts.append(None)
             continue
         proto = Value(**{kind: v})
         blobs.append(proto.SerializeToString())
         texts.append(getattr(proto, kind) if kind == "string_val" else str(getattr(proto, kind)))
-    return blobs, texts
+    codes = encoded.indices.fill_null(len(distinct)).to_numpy().tolist()
+    return [blobs[c] for c in codes], [texts[c] for c in codes]
 
 
 PROTO_FIELD = {"INT64": "int64_val", "INT32": "int32_val", "FLOAT": "float_val", "DOUBLE": "double_val",
                "STRING": "string_val", "BOOL": "bool_val"}
 
 
-def _naive_utc(column: Any) -> list[datetime | None]:
-    """Timestamps as the SQLite store keeps them: naive UTC (the offline store may hand back strings)."""
+def _naive_utc(column: Any) -> list[int | None]:
+    """Timestamps as the SQLite store keeps them: Feast's own ``sqlite3`` adapter applied to naive UTC.
+
+    Adapted once per entity here, where ``sqlite3`` would adapt them once per value; the offline store
+    may hand back strings.
+    """
     import pandas as pd
+    from feast.infra.online_stores.sqlite import adapt_datetime_epoch
 
     stamps = pd.to_datetime(pd.Series(column.to_numpy(zero_copy_only=False)), utc=True).dt.tz_convert(None)
-    return [None if t is pd.NaT else t.to_pydatetime() for t in stamps]
+    return [None if t is pd.NaT else adapt_datetime_epoch(t.to_pydatetime()) for t in stamps]
 
 
 def write_view(fs: Any, name: str, start: datetime, end: datetime) -> int:
@@ -99,22 +112,22 @@ def write_view(fs: Any, name: str, start: datetime, end: datetime) -> int:
     n = table.num_rows
     if n:
         entity = _entity_keys(table, keys)
+        order = sorted(range(n), key=entity.__getitem__)  # primary-key order: the B-tree is appended to
+        table = table.take(order)
+        entity = [entity[i] for i in order]
         stamps = _naive_utc(table.column(source.timestamp_field))
         created = (_naive_utc(table.column(source.created_timestamp_column))
                    if source.created_timestamp_column else [None] * n)
-        rows: list[tuple[Any, ...]] = []
-        for feature, kind in features:
-            blobs, texts = _values(table.column(feature).to_pylist(), kind)
-            rows += zip(entity, [feature] * n, blobs, texts, stamps, created, strict=True)
-        rows.sort(key=lambda r: (r[0], r[1]))  # in primary-key order: the B-tree is appended to, not split
+        per_feature = [zip(entity, [feature] * n, *_values(table.column(feature), kind), stamps, created, strict=True)
+                       for feature, kind in sorted(features)]
         conn = fs._get_provider().online_store._get_conn(fs.config)
         table_name = _quote_id(_table_id(fs.project, fv, fs.config.registry.enable_online_feature_view_versioning))
         with conn:
-            conn.executemany(
+            conn.executemany(  # entity by entity, features by name: (entity_key, feature_name) order
                 f"INSERT INTO {table_name} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
                 "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
-                "created_ts = excluded.created_ts;", rows)
+                "created_ts = excluded.created_ts;", itertools.chain.from_iterable(zip(*per_feature, strict=True)))
     fs.registry.apply_materialization(fv, fs.project, start, end)
     return n
 
