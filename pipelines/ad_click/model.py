@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.core.training import EarlyStopping
+
 CATEGORICAL = ["gender", "country", "language", "age_bucket", "category", "advertiser_id", "campaign_id",
                "ad_id", "target_country", "position", "device", "hour"]
 NUMERIC = ["ad_impressions", "ad_ctr", "user_impressions", "user_ctr", "user_ad_impressions", "user_ad_ctr"]
@@ -268,7 +270,7 @@ def _train_deepfm(train: pd.DataFrame, valid: pd.DataFrame, prior: float, params
     loss_fn = torch.nn.BCEWithLogitsLoss()
     tids, tnum = torch.from_numpy(ids), torch.from_numpy(num)
     gen = torch.Generator().manual_seed(seed)
-    best, best_state, rises = float("inf"), None, 0
+    stopper = EarlyStopping(params["patience"], 1e-6, lower_is_better=True)
     model = ClickModel("deepfm", prior, net, crosses=crosses)
     batches = [b for _ in range(params["epochs"]) for b in torch.randperm(len(y), generator=gen).split(
         params["batch_size"])]
@@ -287,15 +289,8 @@ def _train_deepfm(train: pd.DataFrame, valid: pd.DataFrame, prior: float, params
             continue
         # CTR models overfit sparse ids within an epoch or two: check often, keep the best, stop on a rise.
         net.eval()
-        vloss = float(log_loss(vy, model.raw(valid), labels=[0, 1]))
-        if vloss < best - 1e-6:
-            best, rises = vloss, 0
-            best_state = {k: v.clone() for k, v in net.state_dict().items()}
-        else:
-            rises += 1
-            if rises >= params["patience"]:
-                break
-    assert best_state is not None
-    net.load_state_dict(best_state)
+        if stopper.check(float(log_loss(vy, model.raw(valid), labels=[0, 1])), net):
+            break
+    stopper.restore(net)
     model.calibration = Platt().fit(model.raw(valid), vy)
     return model

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.core.training import EarlyStopping
 from pipelines.harmful_content.schema import IMAGE_COLUMNS
 
 NUMERIC = ("views", "likes", "comments", "post_reports", "author_posts", "author_followers")
@@ -160,7 +161,7 @@ def train_fusion(text: Any, dense: np.ndarray, y: np.ndarray, valid: tuple[Any, 
         loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.from_numpy(weights))
         ty, td = torch.from_numpy(y.astype(np.float32)), torch.from_numpy(dense)
         gen = torch.Generator().manual_seed(seed)
-        best, best_state, rises = -1.0, None, 0
+        stopper = EarlyStopping(params["patience"], 1e-4, lower_is_better=False)
         for _ in range(params["epochs"]):
             net.train()
             for batch in torch.randperm(len(y), generator=gen).split(params["batch_size"]):
@@ -171,16 +172,9 @@ def train_fusion(text: Any, dense: np.ndarray, y: np.ndarray, valid: tuple[Any, 
                 loss.backward()
                 opt.step()
                 text_opt.step()
-            score = macro_pr_auc(valid[2], model.predict_encoded(valid[0], valid[1]))
-            if score > best + 1e-4:
-                best, rises = score, 0
-                best_state = {k: v.clone() for k, v in net.state_dict().items()}
-            else:
-                rises += 1
-                if rises >= params["patience"]:
-                    break
-        assert best_state is not None
-        net.load_state_dict(best_state)
+            if stopper.check(macro_pr_auc(valid[2], model.predict_encoded(valid[0], valid[1])), net):
+                break
+        stopper.restore(net)
         return model
 
 

@@ -109,3 +109,21 @@ def test_a_file_names_its_own_classes(tmp_path: Path) -> None:
     pd.DataFrame({"text": ["a"]}).to_csv(f, index=False)
     with pytest.raises(ValueError, match="no class column"):
         read_posts(f)
+
+
+def test_early_stopping_keeps_the_best_weights_and_waits_patience_checks() -> None:
+    import torch
+
+    from pipelines.core.training import EarlyStopping
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    stopper = EarlyStopping(patience=2, min_delta=1e-4, lower_is_better=False)
+    stops = []
+    for weight, score in ((1.0, 0.5), (2.0, 0.7), (3.0, 0.70005), (4.0, 0.6)):
+        net.weight.data.fill_(weight)
+        stops.append(stopper.check(score, net))
+    assert stops == [False, False, False, True]  # a gain under min_delta is no gain
+    stopper.restore(net)
+    assert float(net.weight) == 2.0
+    with pytest.raises(RuntimeError, match="before any check"):
+        EarlyStopping(1, 0.0, lower_is_better=True).restore(net)
