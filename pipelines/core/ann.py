@@ -34,6 +34,10 @@ class HnswParams:
     ef_search: int = 64
 
 
+EF_SEARCH_LADDER = (16, 32, 64, 128, 256, 512, 1024)
+"""Beam widths ``AnnIndex.tune_ef_search`` tries, narrowest (fastest) first."""
+
+
 def _faiss() -> Any:
     import faiss
 
@@ -108,6 +112,24 @@ class AnnIndex:
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
+
+    def tune_ef_search(self, queries: np.ndarray, exact_ids: np.ndarray, k: int, target: float = 0.95,
+                       ladder: tuple[int, ...] = EF_SEARCH_LADDER) -> tuple[int, float]:
+        """Set HNSW ``efSearch`` to the smallest ``ladder`` value whose measured recall@k reaches ``target``.
+
+        Why: a fixed beam width that is exact on 1k items misses neighbours on other catalogues (0.935 on a
+        1.7k-item rating log); measuring against exact search at index time fits the beam to the data.
+        Never narrower than the built value, since that one was chosen on purpose. Returns (efSearch, recall);
+        if no rung reaches the target the widest is kept and its recall returned, so the caller can report it.
+        """
+        graph = _faiss().downcast_index(self.index.index).hnsw
+        recall = 0.0
+        for ef in sorted({e for e in ladder if e >= graph.efSearch} | {graph.efSearch}):
+            graph.efSearch = ef
+            recall = recall_at_k(self.search(queries, k)[0], exact_ids)
+            if recall >= target:
+                break
+        return int(graph.efSearch), recall
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` (ids, inner products) per query row, best first; id -1 pads when fewer items exist."""

@@ -60,18 +60,12 @@ def intra_list_diversity(items: list[Hashable], item_category: Mapping[Hashable,
     return 1.0 - same / (n * (n - 1))
 
 
-def ranking_report(
-    recommended: Mapping[Hashable, Iterable[Hashable]],
-    relevant: Mapping[Hashable, Iterable[Hashable]],
-    k: int,
-    item_category: Mapping[Hashable, str] | None = None,
-    catalog_size: int | None = None,
-) -> dict[str, float]:
-    """Mean top-k metrics over the users with at least one relevant item, plus coverage and diversity.
+def per_user_scores(
+    recommended: Mapping[Hashable, Iterable[Hashable]], relevant: Mapping[Hashable, Iterable[Hashable]], k: int
+) -> tuple[list[Hashable], np.ndarray, list[list[Hashable]]]:
+    """Each evaluated user's ``METRICS`` row: (users, (n_users, len(METRICS)) scores, their top-k lists).
 
-    ``recommended`` maps a user to its ranked list (only the first k distinct items count; a user with
-    no list scores 0). ``coverage`` = distinct items in those lists / ``catalog_size``; ``diversity`` =
-    mean intra-list diversity by ``item_category``. Either is NaN when its input is not given.
+    What a bootstrap over users resamples; ``ranking_report`` averages it.
     """
     if k < 1:
         raise ValueError(f"k must be a positive integer, got {k}")
@@ -89,6 +83,23 @@ def ranking_report(
         lists.append(top)
     patterns, inverse = np.unique(np.hstack([hits, n_relevant]), axis=0, return_inverse=True)
     per_user = _pattern_scores(patterns, k)[inverse.ravel()]
+    return users, per_user, lists
+
+
+def ranking_report(
+    recommended: Mapping[Hashable, Iterable[Hashable]],
+    relevant: Mapping[Hashable, Iterable[Hashable]],
+    k: int,
+    item_category: Mapping[Hashable, str] | None = None,
+    catalog_size: int | None = None,
+) -> dict[str, float]:
+    """Mean top-k metrics over the users with at least one relevant item, plus coverage and diversity.
+
+    ``recommended`` maps a user to its ranked list (only the first k distinct items count; a user with
+    no list scores 0). ``coverage`` = distinct items in those lists / ``catalog_size``; ``diversity`` =
+    mean intra-list diversity by ``item_category``. Either is NaN when its input is not given.
+    """
+    users, per_user, lists = per_user_scores(recommended, relevant, k)
     report = dict(zip(METRICS, per_user.mean(axis=0).tolist(), strict=True))
     shown = {item for top in lists for item in top}
     report["coverage"] = len(shown) / catalog_size if catalog_size else float("nan")

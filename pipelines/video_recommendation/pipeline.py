@@ -122,18 +122,20 @@ def train(run: Run) -> Trained:
 
 
 def index(run: Run, recommender: Any) -> dict[str, Any]:
-    """Build the Faiss HNSW index of the two-tower item embeddings; measure recall@k against exact search."""
+    """Build the Faiss HNSW index of the two-tower item embeddings, widen efSearch until recall@k >= 0.95
+    against exact search on half the users' queries, and report recall@k on all of them."""
     from pipelines.core.ann import HnswParams, exact_search, query_time, recall_at_k
 
     k, two_tower = run.params.k, recommender.generators["two_tower"]
     built = two_tower.build_index(HnswParams(**run.params.ann.model_dump()))
     queries = two_tower.user_vectors
-    ann_ids, _ = built.search(queries, k)
     exact_ids, _ = exact_search(two_tower.item_vectors, two_tower.video_ids, queries, k)
+    ef_search, _ = built.tune_ef_search(queries[::2], exact_ids[::2], k)
+    ann_ids, _ = built.search(queries, k)
     built.save(run.work("two_tower.faiss"))
     return {f"recall@{k}": recall_at_k(ann_ids, exact_ids), "items": len(built), "queries": len(queries),
             **{f"query_{key}": v for key, v in query_time(built, queries[:1000], k).items()},
-            "params": run.params.ann.model_dump()}
+            "params": {**run.params.ann.model_dump(), "ef_search": ef_search}}
 
 
 def _scored_impressions(recommender: Any, log: pd.DataFrame, videos: pd.DataFrame, users: pd.DataFrame,
@@ -183,19 +185,23 @@ def _test_lists(run: Run, recommender: Any, interactions: pd.DataFrame, users: p
 
 
 def _ranking_metrics(lists: pd.DataFrame, interactions: pd.DataFrame, exclude: dict[int, set[int]],
-                     catalog: pd.DataFrame, test_start: pd.Timestamp, k: int) -> dict[str, Any]:
-    """Ranking metrics of each system against the test window's new positives."""
-    from pipelines.core.ranking import ranking_report
+                     catalog: pd.DataFrame, test_start: pd.Timestamp, k: int
+                     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Ranking metrics of each system against the test window's new positives, and each system's per-user
+    metric rows (``core.ranking.METRICS`` columns, the same users in the same order) for the bootstrap."""
+    from pipelines.core.ranking import per_user_scores, ranking_report
 
     test = interactions[(interactions["event_timestamp"] >= test_start) & (interactions["positive"] == 1)]
     relevant = {int(u): set(v.tolist()) - exclude.get(int(u), set()) for u, v in test.groupby("user_id")["video_id"]}
     category = dict(zip(catalog["video_id"].tolist(), catalog["category"].tolist(), strict=True))
     out: dict[str, Any] = {}
+    rows: dict[str, np.ndarray] = {}
     for name, part in lists.groupby("system", sort=False):
         recommended = {int(u): g.sort_values("rank")["video_id"].tolist() for u, g in part.groupby("user_id")}
         report = ranking_report(recommended, relevant, k, category, len(catalog))
         out[str(name)] = {key.replace("@k", f"@{k}"): v for key, v in report.items()}
-    return out
+        rows[str(name)] = per_user_scores(recommended, relevant, k)[1]
+    return out, rows
 
 
 def evaluate(run: Run, recommender: Any) -> Report:
@@ -205,6 +211,9 @@ def evaluate(run: Run, recommender: Any) -> Report:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pipelines.core.metrics import bootstrap_lift
+    from pipelines.core.ranking import METRICS
+
     p, k = run.params, run.params.k
     interactions = run.validated("interactions")
     videos, users = run.validated("videos"), run.validated("users")
@@ -212,7 +221,7 @@ def evaluate(run: Run, recommender: Any) -> Report:
     exclude, fetch = seen_before(interactions, test_start), offline_features(run)
     lists = _test_lists(run, recommender, interactions, users, test_start, exclude, fetch)
     catalog = videos[videos["upload_ts"] < test_start]
-    systems = _ranking_metrics(lists, interactions, exclude, catalog, test_start, k)
+    systems, per_user = _ranking_metrics(lists, interactions, exclude, catalog, test_start, k)
     model, base = systems["two_stage"], systems["popular"]
     out: dict[str, Any] = {"model": model, "baseline": base, **({"oracle": systems["oracle"]} if "oracle" in systems
                                                                 else {}),
@@ -221,6 +230,9 @@ def evaluate(run: Run, recommender: Any) -> Report:
                                         "videos recommended": int(lists["video_id"].nunique())}}
     headline = (f"recall@{k}", f"ndcg@{k}")
     out["lift_over_popularity"] = {m: model[m] / base[m] - 1 for m in headline if base[m] > 0}
+    out["lift_interval"] = {m: bootstrap_lift(per_user["two_stage"][:, col], per_user["popular"][:, col], seed=p.seed)
+                            for m, col in ((f"recall@{k}", METRICS.index("recall@k")),
+                                           (f"ndcg@{k}", METRICS.index("ndcg@k"))) if base[m] > 0}
     if "oracle" in systems:
         out["gap_to_oracle"] = {m: 1 - model[m] / systems["oracle"][m] for m in headline if systems["oracle"][m] > 0}
     fig, ax = plt.subplots(figsize=(8, 4))
