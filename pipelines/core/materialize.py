@@ -60,7 +60,7 @@ def _values(column: Any, kind: str) -> tuple[list[bytes], list[str | None]]:
     import pyarrow.compute as pc
     from feast.protos.feast.types.Value_pb2 import Value
 
-    encoded = pc.dictionary_encode(column.combine_chunks() if hasattr(column, "combine_chunks") else column)
+    encoded = pc.dictionary_encode(column.combine_chunks())  # one dictionary for the whole column
     distinct = encoded.dictionary.to_pylist()
     blobs: list[bytes] = []
     texts: list[str | None] = []

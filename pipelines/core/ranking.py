@@ -99,7 +99,13 @@ def ranking_report(
     no list scores 0). ``coverage`` = distinct items in those lists / ``catalog_size``; ``diversity`` =
     mean intra-list diversity by ``item_category``. Either is NaN when its input is not given.
     """
-    users, per_user, lists = per_user_scores(recommended, relevant, k)
+    return summarize(*per_user_scores(recommended, relevant, k), item_category, catalog_size)
+
+
+def summarize(users: list[Hashable], per_user: np.ndarray, lists: list[list[Hashable]],
+              item_category: Mapping[Hashable, str] | None = None, catalog_size: int | None = None
+              ) -> dict[str, float]:
+    """``ranking_report`` from ``per_user_scores``' output: a caller that also needs the rows scores once."""
     report = dict(zip(METRICS, per_user.mean(axis=0).tolist(), strict=True))
     shown = {item for top in lists for item in top}
     report["coverage"] = len(shown) / catalog_size if catalog_size else float("nan")

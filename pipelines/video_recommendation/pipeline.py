@@ -189,7 +189,7 @@ def _ranking_metrics(lists: pd.DataFrame, interactions: pd.DataFrame, exclude: d
                      ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Ranking metrics of each system against the test window's new positives, and each system's per-user
     metric rows (``core.ranking.METRICS`` columns, the same users in the same order) for the bootstrap."""
-    from pipelines.core.ranking import per_user_scores, ranking_report
+    from pipelines.core.ranking import per_user_scores, summarize
 
     test = interactions[(interactions["event_timestamp"] >= test_start) & (interactions["positive"] == 1)]
     relevant = {int(u): set(v.tolist()) - exclude.get(int(u), set()) for u, v in test.groupby("user_id")["video_id"]}
@@ -198,9 +198,10 @@ def _ranking_metrics(lists: pd.DataFrame, interactions: pd.DataFrame, exclude: d
     rows: dict[str, np.ndarray] = {}
     for name, part in lists.groupby("system", sort=False):
         recommended = {int(u): g.sort_values("rank")["video_id"].tolist() for u, g in part.groupby("user_id")}
-        report = ranking_report(recommended, relevant, k, category, len(catalog))
+        scored = per_user_scores(recommended, relevant, k)
+        report = summarize(*scored, category, len(catalog))
         out[str(name)] = {key.replace("@k", f"@{k}"): v for key, v in report.items()}
-        rows[str(name)] = per_user_scores(recommended, relevant, k)[1]
+        rows[str(name)] = scored[1]
     return out, rows
 
 
