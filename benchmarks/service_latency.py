@@ -71,6 +71,19 @@ def summary(mode: str, concurrency: int, latencies: list[float], errors: int,
             "load": os.getloadavg()[0]}  # the 1-minute load right after the level: was the box quiet?
 
 
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """Print ``summary`` rows as one table: every benchmark reports latency the same way, max and load included."""
+    width = max(28, *(len(r["mode"]) for r in rows))
+    head = (f"{'mode':<{width}} {'conc':>4} {'n':>6} {'err':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+            f"{'req/s':>8} {'client':>7} {'load1':>6}")
+    print(head + "\n" + "-" * len(head))
+    for r in rows:
+        client = "" if r["client_cpu_ms"] is None else f"{r['client_cpu_ms']:.2f}"
+        print(f"{r['mode']:<{width}} {r['concurrency']:>4} {r['requests']:>6} {r['errors']:>4} "
+              f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {r['req_per_s']:>8.1f} {client:>7} "
+              f"{r['load']:>6.1f}")
+
+
 class Connection:
     """One keep-alive HTTP/1.1 connection that POSTs pre-encoded JSON: a load generator that costs little.
 
@@ -217,14 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     per_level = f"{args.seconds:.0f} s" if args.seconds else f"{args.requests} HTTP requests"
     print(f"workload: {args.candidates} candidates, k=10, {per_level} per level, "
           f"{args.inprocess_calls} in-process calls\n")
-    head = (f"{'mode':<38} {'conc':>4} {'n':>6} {'err':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>8} "
-            f"{'client':>7} {'load1':>6}")
-    print(head + "\n" + "-" * len(head))
-    for r in rows:
-        client = "" if r["client_cpu_ms"] is None else f"{r['client_cpu_ms']:.2f}"
-        print(f"{r['mode']:<38} {r['concurrency']:>4} {r['requests']:>6} {r['errors']:>4} "
-              f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {r['req_per_s']:>8.1f} {client:>7} "
-              f"{r['load']:>6.1f}")
+    print_table(rows)
     print("\nin-process req/s is 1 / mean latency of a single caller; client is the load generator's own CPU ms "
           "per request (taken from the same cores); load1 is the 1-minute load average after each row (this "
           "benchmark adds ~1-2 while it runs).")

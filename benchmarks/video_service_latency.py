@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service_latency import _load, _timed, machine, summary
+from service_latency import _load, _timed, machine, print_table, summary
 
 from pipelines.core.features import user_profile_file
 from pipelines.core.settings import PROJECT_ROOT, Paths, apply_privacy_defaults
@@ -90,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"service : model {tag}  home {paths.home}")
     print(f"workload: top-{args.k}, {args.cold_share:.0%} cold-start users, {args.requests} HTTP requests per "
           f"level, {args.inprocess_calls} in-process calls\n")
-    head = f"{'mode':<28} {'conc':>4} {'n':>5} {'err':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'load1':>6}"
-    print(head + "\n" + "-" * len(head))
-    for r in rows:
-        print(f"{r['mode']:<28} {r['concurrency']:>4} {r['requests']:>5} {r['errors']:>4} "
-              f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['req_per_s']:>8.1f} {r['load']:>6.1f}")
+    print_table(rows)
     return 1 if any(r["errors"] for r in rows) else 0
 
 

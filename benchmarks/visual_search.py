@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe
 from flow_steps import fresh_home, run_case
-from service_latency import _load, _timed, summary
+from service_latency import _load, _timed, print_table, summary
 
 from pipelines.core.settings import PROJECT_ROOT, Paths, apply_privacy_defaults
 
@@ -99,12 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<11} {m['ndcg@10']:.4f}  {m['mrr@10']:.4f}  {m['map@10']:.4f}  {m['recall@10']:.4f}   "
               f"{m['simulated_ctr@10']:.4f}")
     per_level = f"{args.seconds:.0f} s" if args.seconds else f"{args.requests} requests"
-    head = (f"\n{'mode':<28} {'conc':>4} {'n':>6} {'err':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-            f"{'req/s':>8} {'load1':>6}")
-    print(f"\nservice: {per_level} per level" + head + "\n" + "-" * len(head))
-    for r in rows:
-        print(f"{r['mode']:<28} {r['concurrency']:>4} {r['requests']:>6} {r['errors']:>4} "
-              f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {r['req_per_s']:>8.1f} {r['load']:>6.1f}")
+    print(f"\nservice: {per_level} per level")
+    print_table(rows)
     print(f"\n(measured {time.strftime('%Y-%m-%d %H:%M')})")
     return 1 if any(r["errors"] for r in rows) else 0
 

@@ -83,14 +83,16 @@ PROTO_FIELD = {"INT64": "int64_val", "INT32": "int32_val", "FLOAT": "float_val",
 def _naive_utc(column: Any) -> list[int | None]:
     """Timestamps as the SQLite store keeps them: Feast's own ``sqlite3`` adapter applied to naive UTC.
 
-    Adapted once per entity here, where ``sqlite3`` would adapt them once per value; the offline store
-    may hand back strings.
+    Adapted once per distinct time here, where ``sqlite3`` would adapt them once per value (a view's
+    rows share a handful of snapshot times); the offline store may hand back strings.
     """
     import pandas as pd
     from feast.infra.online_stores.sqlite import adapt_datetime_epoch
 
     stamps = pd.to_datetime(pd.Series(column.to_numpy(zero_copy_only=False)), utc=True).dt.tz_convert(None)
-    return [None if t is pd.NaT else adapt_datetime_epoch(t.to_pydatetime()) for t in stamps]
+    codes, distinct = pd.factorize(stamps)  # a missing time gets code -1: the None appended last
+    adapted = [*(adapt_datetime_epoch(t.to_pydatetime()) for t in distinct), None]
+    return [adapted[c] for c in codes.tolist()]
 
 
 def write_view(fs: Any, name: str, start: datetime, end: datetime) -> int:

@@ -79,7 +79,11 @@ def augment(x: torch.Tensor, a: Augment, gen: torch.Generator) -> torch.Tensor:
 
 
 class Encoder(nn.Module):
-    """A small CNN: three conv blocks and global average pooling -> a ``dim`` embedding."""
+    """A small CNN: three stride-2 conv blocks and global average pooling -> a ``dim`` embedding.
+
+    The first block already halves the side: a 16-pixel image of an 8x8 digit carries no detail at full
+    resolution, and the cheaper stem trains ~3x faster on the CPU for the same width.
+    """
 
     def __init__(self, channels: int, width: int, dim: int) -> None:
         super().__init__()
@@ -87,7 +91,7 @@ class Encoder(nn.Module):
         def block(cin: int, cout: int, stride: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
 
-        self.body = nn.Sequential(block(channels, width, 1), block(width, width * 2, 2), block(width * 2, width * 4, 2),
+        self.body = nn.Sequential(block(channels, width, 2), block(width, width * 2, 2), block(width * 2, width * 4, 2),
                                   nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width * 4, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
