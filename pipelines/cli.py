@@ -122,16 +122,36 @@ def run(
     seed: SeedOpt = None,
     drift: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="drift of the monitored window")] = None,
     source: SourceOpt = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="a params.yaml key for this run only, "
+                                                   "e.g. --set split.kind=per_user (repeatable)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show every tool's log on the terminal")] = False,
 ) -> None:
     """Run a case study's flow set (or some of its steps) as a Prefect flow."""
     _run(case, step, scale=scale, seed=seed, drift=drift, source=source, files=_file_inputs(ctx.args),
-         verbose=verbose)
+         verbose=verbose, settings=_settings(set_ or []))
+
+
+def _settings(pairs: list[str]) -> dict[str, Any]:
+    """``--set a.b=VALUE`` pairs as nested params keys; VALUE is read as YAML (``null``, ``5``, ``[a, b]``)."""
+    import yaml
+
+    from pipelines.core.params import merged
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip(" ."):
+            _fail(f"--set {pair!r}: write --set KEY=VALUE, e.g. --set split.kind=per_user")
+        nested: Any = yaml.safe_load(value) if value.strip() else None
+        for part in reversed(key.strip().split(".")):
+            nested = {part: nested}
+        out = merged(out, nested)
+    return out
 
 
 def _run(case: str, step: list[str] | None, *, scale: Scale | None = None, seed: int | None = None,
          drift: float | None = None, source: Source | None = None, files: dict[str, Path] | None = None,
-         verbose: bool = False) -> None:
+         verbose: bool = False, settings: dict[str, Any] | None = None) -> None:
     from rich.console import Console
 
     from pipelines.core.console import route_logs
@@ -140,8 +160,8 @@ def _run(case: str, step: list[str] | None, *, scale: Scale | None = None, seed:
     apply_privacy_defaults()
     names = _names(case)
     files = files or {}
-    if (files or source) and case == "all":
-        _fail("--source and file inputs go with one case study, not 'all'")
+    if (files or source or settings) and case == "all":
+        _fail("--source, --set and file inputs go with one case study, not 'all'")
     console = Console()
     log = route_logs(verbose)
     from pipelines import cases
@@ -159,7 +179,7 @@ def _run(case: str, step: list[str] | None, *, scale: Scale | None = None, seed:
             try:
                 result = run_case(cases.spec(name), steps, scale=scale.value if scale else None, seed=seed,
                                   drift=drift, source=source.value if source else None, files=files,
-                                  progress=_StepLines(console, name, status))
+                                  progress=_StepLines(console, name, status), settings=settings)
             except _user_errors() as exc:
                 _fail(f"{name}: {exc}\n(the tools' full log: {log})")
         if "evaluate" in result:
@@ -207,6 +227,8 @@ def _print_report(case: str, *, scale: Scale | None = None, seed: int | None = N
         table.add_row(name, *(f"{values[k]:.4f}" for k in keys))
     console = Console()
     console.print(table)
+    for line in metrics.get("notes", []):  # a case's own lines (e.g. how each class's threshold was set)
+        console.print(line, highlight=False, markup=False)
     verdict = metrics.get("promotion") or {}
     deploy = run.work("deploy.json")
     served = json.loads(deploy.read_text()) if deploy.exists() else None

@@ -533,10 +533,11 @@ def flow(run: Run, steps: list[str], progress: Progress | None = None, drift: fl
 
 # -- opening a run --------------------------------------------------------------------------------------
 def open_run(spec: Any, *, scale: str | None = None, seed: int | None = None, source: str | None = None,
-             files: Mapping[str, Path | str] | None = None) -> Run:
+             files: Mapping[str, Path | str] | None = None, settings: Mapping[str, Any] | None = None) -> Run:
     """Check the params (with the run's overrides) and the files before any work; find the world's home.
 
     A required file input implies ``--source file``; an optional one alone is a mistake worth naming.
+    ``settings`` are nested params.yaml keys for this run only (``--set``), under the options above.
     """
     from pipelines.core import worlds
     from pipelines.core.case import World
@@ -548,7 +549,8 @@ def open_run(spec: Any, *, scale: str | None = None, seed: int | None = None, so
     if unknown:
         readers = f"it reads {', '.join('--' + n for n in inputs)}" if inputs else "it reads no files"
         raise ConfigError(f"{spec.name} takes no file input {', '.join('--' + n for n in unknown)}; {readers}")
-    overrides: dict[str, Any] = {k: v for k, v in {"scale": scale, "seed": seed}.items() if v is not None}
+    overrides: dict[str, Any] = {**(settings or {}),
+                                 **{k: v for k, v in {"scale": scale, "seed": seed}.items() if v is not None}}
     if files:
         overrides["file"] = {k: str(Path(v).expanduser().resolve()) for k, v in files.items()}
         if source is None and any(inputs[k].required for k in files):
@@ -593,13 +595,13 @@ def chosen_steps(run: Run, steps: Iterable[str] | None) -> list[str]:
 
 def run_case(spec: Any, steps: Iterable[str] | None = None, *, scale: str | None = None, seed: int | None = None,
              drift: float | None = None, source: str | None = None, files: Mapping[str, Any] | None = None,
-             progress: Progress | None = None) -> dict[str, Any]:
+             progress: Progress | None = None, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run a case's chosen steps (all by default) as one Prefect flow run, in its world's home."""
     from pipelines.core import worlds
     from pipelines.core.settings import apply_privacy_defaults
 
     apply_privacy_defaults()
-    run = open_run(spec, scale=scale, seed=seed, source=source, files=files)
+    run = open_run(spec, scale=scale, seed=seed, source=source, files=files, settings=settings)
     chosen = chosen_steps(run, steps)
     with worlds.living_in(run.paths):
         return flow(run, chosen, progress, drift)

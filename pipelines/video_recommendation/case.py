@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipelines.core.case import (
     CaseParams,
@@ -39,8 +39,28 @@ class FileSource(Params):
 
 
 class Split(Params):
-    ranker_days: int = Field(ge=1)
-    test_days: int = Field(ge=1)
+    """Which interactions train, label the ranker and test (pipelines/video_recommendation/split.py)."""
+
+    kind: Literal["global", "per_user"] | None = Field(
+        None, description="global: one time cut; per_user: each user's latest interactions; "
+                          "null: per_user for a file, global for the simulator")
+    ranker_days: int = Field(ge=1, description="global: days of the ranker window")
+    test_days: int = Field(ge=1, description="global: days of the test window")
+    holdout_fraction: float | None = Field(None, gt=0, lt=0.5, description="per_user: each user's latest fraction "
+                                                                            "held out (the ranker as much again)")
+    holdout_last_n: int | None = Field(None, ge=1, description="per_user: or each user's last N held out")
+    min_history: int = Field(10, ge=3, description="per_user: users with fewer interactions train only")
+
+    @model_validator(mode="after")
+    def _one_holdout(self) -> Split:
+        if (self.holdout_fraction is None) == (self.holdout_last_n is None):
+            raise ValueError("set exactly one of split.holdout_fraction and split.holdout_last_n (null the "
+                             "other, e.g. --set split.holdout_fraction=null --set split.holdout_last_n=2)")
+        if self.holdout_last_n is not None and self.min_history <= 2 * self.holdout_last_n:
+            raise ValueError(f"split.min_history={self.min_history} must exceed twice split.holdout_last_n="
+                             f"{self.holdout_last_n}: the test and the ranker each hold out that many, and the "
+                             "generators need some history left")
+        return self
 
 
 class Window(Params):
@@ -117,6 +137,17 @@ class VideoParams(CaseParams):
     ranker: Ranker = Ranker()
     rerank: Rerank
     serving: Serving = Serving()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_for_the_source(cls, data: Any) -> Any:
+        """An unset ``split.kind`` follows the source: per_user for a real log (its users arrive in bursts, so
+        one time cut tests only the few active after it), global for the simulator."""
+        split = data.get("split") if isinstance(data, dict) else None
+        if isinstance(split, dict) and split.get("kind") is None:
+            kind = "per_user" if data.get("source") == "file" else "global"
+            data = {**data, "split": {**split, "kind": kind}}
+        return data
 
 
 CASE = CaseSpec(

@@ -1,9 +1,10 @@
 """The video recommendation bodies of train, index, evaluate and monitor scoring; the core runs them.
 
-Time decides every split: candidate generators learn from the early days, the ranker from the next
-``ranker_days`` (scored by generators that never saw them, so their scores are honest features), and the
-last ``test_days`` are held out. For the test and for serving, the generators are refit on everything
-before the test window; the index step then builds the served ANN index over the two-tower items.
+``split.py`` decides what trains, what labels the ranker and what tests: one time cut (``global``), or
+each user's latest interactions (``per_user``). Candidate generators learn from what comes before the
+ranker's labels (so their scores are honest features), the ranker from candidates labelled by what each
+user did next; for the test and for serving, the generators are refit on everything but the test. The
+index step then builds the served ANN index over the two-tower items.
 """
 
 from __future__ import annotations
@@ -15,26 +16,9 @@ import pandas as pd
 
 from pipelines.core.case import Report, Run, Trained
 from pipelines.video_recommendation import features as feats
+from pipelines.video_recommendation.split import Cut, not_yet_uploaded, split, summary
 
 SYSTEMS = ("popular", "trending", "demographic_popular", "als", "two_tower", "ranked", "two_stage", "oracle")
-
-
-def windows(interactions: pd.DataFrame, ranker_days: int, test_days: int) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """(ranker window start, test window start), counted back in whole days from the end of the data."""
-    end = interactions["event_timestamp"].max().floor("D") + pd.Timedelta(days=1)
-    test_start = end - pd.Timedelta(days=test_days)
-    ranker_start = test_start - pd.Timedelta(days=ranker_days)
-    if interactions["event_timestamp"].min() >= ranker_start:
-        raise ValueError(f"the data spans too few days for ranker_days={ranker_days}, test_days={test_days}: "
-                         f"generators need days before {ranker_start.date()} (data starts "
-                         f"{interactions['event_timestamp'].min()})")
-    return ranker_start, test_start
-
-
-def seen_before(interactions: pd.DataFrame, before: pd.Timestamp) -> dict[int, set[int]]:
-    """Each user's positively engaged videos before ``before``: never recommended again."""
-    pos = interactions[(interactions["positive"] == 1) & (interactions["event_timestamp"] < before)]
-    return {int(u): set(v.tolist()) for u, v in pos.groupby("user_id")["video_id"]}
 
 
 def _fit_generators(interactions: pd.DataFrame, videos: pd.DataFrame, users: pd.DataFrame, run: Run
@@ -68,54 +52,65 @@ def offline_features(run: Run) -> Any:
     return fetch
 
 
-def _labelled_candidates(recommender: Any, interactions: pd.DataFrame, users: pd.DataFrame, start: pd.Timestamp,
-                         fetch: Any) -> pd.DataFrame:
-    """The candidate frame at ``start`` of every user with a positive after it, labelled by those positives.
+def _labelled_candidates(recommender: Any, cut: Cut, users: pd.DataFrame, fetch: Any,
+                         exclude: dict[int, set[int]]) -> pd.DataFrame:
+    """The candidate frame of every user with a held-out positive, as of their time, labelled by those
+    positives.
 
-    The ranker trains on this frame (at the ranker window), the test scores it: one shape.
+    The ranker trains on this frame (at its cut), the test scores it: one shape.
     """
-    after = interactions[(interactions["event_timestamp"] >= start) & (interactions["positive"] == 1)]
-    frame = recommender.candidate_frame(np.sort(after["user_id"].unique()), start, fetch, users,
-                                        seen_before(interactions, start))
+    after = cut.positives
+    per_user = None if cut.as_of.nunique() <= 1 else cut.as_of
+    frame = recommender.candidate_frame(cut.as_of.index.to_numpy(), cut.clock, fetch, users, exclude, per_user)
     hits = pd.MultiIndex.from_frame(after[["user_id", "video_id"]])
     return frame.assign(positive=pd.MultiIndex.from_frame(frame[["user_id", "video_id"]]).isin(hits).astype(int))
 
 
+def _catalog(videos: pd.DataFrame, cut: Cut) -> pd.DataFrame:
+    """The videos on the platform at the cut (the latest user's time, for a per-user one)."""
+    at = cut.clock if cut.as_of.nunique() <= 1 else cut.as_of.max() + pd.Timedelta(1, "ns")
+    return videos[videos["upload_ts"] < at].reset_index(drop=True)
+
+
+def _exclude(cut: Cut, videos: pd.DataFrame) -> dict[int, set[int]]:
+    """What a user is never shown at the cut: what they engaged with, and what was not uploaded yet."""
+    seen, later = cut.seen(), not_yet_uploaded(videos, cut.as_of)
+    return {u: seen.get(u, set()) | later.get(u, set()) for u in seen.keys() | later.keys()}
+
+
 def train(run: Run) -> Trained:
-    """Generators and the ranker; stage 1 refit on everything before the test window, for test and serving."""
+    """Generators and the ranker; stage 1 refit on everything but the test, for test and serving."""
     from pipelines.core.recsys.ranker import Ranker
     from pipelines.video_recommendation.recommender import RANKER_FEATURES, TwoStageRecommender
 
     p = run.params
     interactions = run.validated("interactions")
     videos, users = run.validated("videos"), run.validated("users")
-    ranker_start, test_start = windows(interactions, p.split.ranker_days, p.split.test_days)
-    early = interactions[interactions["event_timestamp"] < ranker_start]
+    ranker_cut, test_cut = split(interactions, p.split)
     fetch = offline_features(run)
 
-    # Stage 2 learns to order the candidates that stage 1, knowing only the days before the ranker window,
-    # proposes at its start; a candidate is positive if the user engaged with it during the window.
-    catalog = videos[videos["upload_ts"] < ranker_start].reset_index(drop=True)
-    early_gens = _fit_generators(early, catalog, users, run)
+    # Stage 2 learns to order the candidates that stage 1, knowing only the ranker cut's history,
+    # proposes at each user's time; a candidate is positive if the user engaged with it next.
+    catalog = _catalog(videos, ranker_cut)
+    early_gens = _fit_generators(ranker_cut.history, catalog, users, run)
     early_gens["two_tower"].build_index()  # a throwaway index: only the served one is measured and saved
     stage1 = TwoStageRecommender(early_gens, None, catalog[["video_id", "upload_ts", "category"]],
                                  per_generator=p.candidates_per_generator)
-    frame = _labelled_candidates(stage1, interactions[interactions["event_timestamp"] < test_start], users,
-                                 ranker_start, fetch)
+    frame = _labelled_candidates(stage1, ranker_cut, users, fetch, _exclude(ranker_cut, videos))
     holdout = (frame["user_id"] % 5) == 0  # early stopping on a fifth of the users
     ranker = Ranker(RANKER_FEATURES, feats.RANKER_CATEGORICAL, objective=p.ranker.objective,
                     params=dict(p.ranker.lightgbm), seed=p.seed).fit(frame[~holdout], frame[holdout])
 
-    history = interactions[interactions["event_timestamp"] < test_start]
-    catalog = videos[videos["upload_ts"] < test_start]
+    history, catalog = test_cut.history, _catalog(videos, test_cut)
     gens = _fit_generators(history, catalog, users, run)
-    recommender = TwoStageRecommender(gens, ranker, catalog[["video_id", "upload_ts", "category"]].reset_index(
-        drop=True), per_generator=p.candidates_per_generator, rerank_params=p.rerank.model_dump(),
-        seen=seen_before(interactions, test_start), as_of=test_start)
+    recommender = TwoStageRecommender(gens, ranker, catalog[["video_id", "upload_ts", "category"]],
+                                      per_generator=p.candidates_per_generator, rerank_params=p.rerank.model_dump(),
+                                      seen=test_cut.seen(), as_of=test_cut.clock)
     lineage = {"feature_service": run.spec.features.service, "source": p.source, "world": run.world.id,
                "batches": run.batches("interactions"),
-               "windows": {"ranker": str(ranker_start), "test": str(test_start)},
-               "test_window": [str(test_start), str(interactions["event_timestamp"].max())],
+               "windows": {"ranker": str(ranker_cut.clock), "test": str(test_cut.clock)},  # the models' clocks
+               "split": {"kind": p.split.kind, "ranker": ranker_cut.describe(), "test": test_cut.describe()},
+               "test_window": [str(test_cut.as_of.min()), str(interactions["event_timestamp"].max())],
                "rows": {"generators": len(history), "ranker": len(frame),
                         "ranker_positives": int(frame["positive"].sum())}, "params": p.model_dump(mode="json")}
     return Trained(recommender, lineage)
@@ -158,13 +153,13 @@ def _scored_impressions(recommender: Any, log: pd.DataFrame, videos: pd.DataFram
     return frame if recommender.ranker.objective == "binary" else frame.drop(columns="positive")
 
 
-def _test_lists(run: Run, recommender: Any, interactions: pd.DataFrame, users: pd.DataFrame,
-                test_start: pd.Timestamp, exclude: dict[int, set[int]], fetch: Any) -> pd.DataFrame:
+def _test_lists(run: Run, recommender: Any, cut: Cut, users: pd.DataFrame, exclude: dict[int, set[int]],
+                fetch: Any) -> pd.DataFrame:
     """Top-k lists for every test user from each generator alone, the two-stage system and the oracle."""
     from pipelines.video_recommendation.generators import Oracle
 
-    k = run.params.k
-    frame = _labelled_candidates(recommender, interactions, users, test_start, fetch)
+    k, test_start = run.params.k, cut.clock
+    frame = _labelled_candidates(recommender, cut, users, fetch, exclude)
     test_users = np.sort(frame["user_id"].unique())
     systems = dict(recommender.generators)
     if run.params.source == "simulator":
@@ -184,14 +179,13 @@ def _test_lists(run: Run, recommender: Any, interactions: pd.DataFrame, users: p
     return pd.concat(parts, ignore_index=True)
 
 
-def _ranking_metrics(lists: pd.DataFrame, interactions: pd.DataFrame, exclude: dict[int, set[int]],
-                     catalog: pd.DataFrame, test_start: pd.Timestamp, k: int
+def _ranking_metrics(lists: pd.DataFrame, cut: Cut, exclude: dict[int, set[int]], catalog: pd.DataFrame, k: int
                      ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Ranking metrics of each system against the test window's new positives, and each system's per-user
+    """Ranking metrics of each system against the held-out new positives, and each system's per-user
     metric rows (``core.ranking.METRICS`` columns, the same users in the same order) for the bootstrap."""
     from pipelines.core.ranking import per_user_scores, summarize
 
-    test = interactions[(interactions["event_timestamp"] >= test_start) & (interactions["positive"] == 1)]
+    test = cut.positives
     relevant = {int(u): set(v.tolist()) - exclude.get(int(u), set()) for u, v in test.groupby("user_id")["video_id"]}
     category = dict(zip(catalog["video_id"].tolist(), catalog["category"].tolist(), strict=True))
     out: dict[str, Any] = {}
@@ -218,11 +212,10 @@ def evaluate(run: Run, recommender: Any) -> Report:
     p, k = run.params, run.params.k
     interactions = run.validated("interactions")
     videos, users = run.validated("videos"), run.validated("users")
-    _, test_start = windows(interactions, p.split.ranker_days, p.split.test_days)
-    exclude, fetch = seen_before(interactions, test_start), offline_features(run)
-    lists = _test_lists(run, recommender, interactions, users, test_start, exclude, fetch)
-    catalog = videos[videos["upload_ts"] < test_start]
-    systems, per_user = _ranking_metrics(lists, interactions, exclude, catalog, test_start, k)
+    ranker_cut, cut = split(interactions, p.split)
+    exclude, fetch = _exclude(cut, videos), offline_features(run)
+    lists = _test_lists(run, recommender, cut, users, exclude, fetch)
+    systems, per_user = _ranking_metrics(lists, cut, exclude, _catalog(videos, cut), k)
     model, base = systems["two_stage"], systems["popular"]
     out: dict[str, Any] = {"model": model, "baseline": base, **({"oracle": systems["oracle"]} if "oracle" in systems
                                                                 else {}),
@@ -234,6 +227,8 @@ def evaluate(run: Run, recommender: Any) -> Report:
     out["lift_interval"] = {m: bootstrap_lift(per_user["two_stage"][:, col], per_user["popular"][:, col], seed=p.seed)
                             for m, col in ((f"recall@{k}", METRICS.index("recall@k")),
                                            (f"ndcg@{k}", METRICS.index("ndcg@k"))) if base[m] > 0}
+    out["split"] = summary(p.split, ranker_cut, cut)
+    out["notes"] = _notes(out)
     if "oracle" in systems:
         out["gap_to_oracle"] = {m: 1 - model[m] / systems["oracle"][m] for m in headline if systems["oracle"][m] > 0}
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -245,9 +240,22 @@ def evaluate(run: Run, recommender: Any) -> Report:
     ax.set(title=f"{run.case}: test window, {out['coverage']['test users']:,} users")
     ax.legend()
     rows = [{"system": n, **{m: systems[n][m] for m in headline}} for n in names]
-    test_log = interactions[interactions["event_timestamp"] >= test_start]
-    reference = _scored_impressions(recommender, test_log, videos, users, fetch)
+    reference = _scored_impressions(recommender, cut.heldout, videos, users, fetch)
     return Report(out, plots={"systems": fig}, plot_data={"systems": rows}, reference=reference)
+
+
+def _notes(out: dict[str, Any]) -> list[str]:
+    """The report's lines under the table: which split the numbers stand on, and whether the lift is real."""
+    sp = out["split"]
+    lines = [f"split: {sp['kind']} ({sp['rule']}); test: {sp['test']['users']:,} users, "
+             f"{sp['test']['interactions']:,} held-out interactions ({sp['test']['positives']:,} positive); "
+             f"ranker labels: {sp['ranker']['users']:,} users, {sp['ranker']['interactions']:,} interactions"]
+    for m, ci in out["lift_interval"].items():
+        verdict = ("beats popularity" if ci["low"] > 0 else "loses to popularity" if ci["high"] < 0
+                   else "not shown to differ from popularity")
+        lines.append(f"two_stage vs popular, {m}: {ci['lift']:+.1%} ({ci['confidence']:.0%} interval "
+                     f"{ci['low']:+.1%} to {ci['high']:+.1%}, paired bootstrap over {ci['units']:,} users): {verdict}")
+    return lines
 
 
 def score_window(run: Run, recommender: Any, window: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -126,22 +126,24 @@ class TwoStageRecommender:
         return {"user_id": u[rows], "video_id": v[rows], "stage": stages}
 
     def candidate_columns(self, user_ids: np.ndarray, at: pd.Timestamp, features: Features,
-                          users: pd.DataFrame | None = None, exclude: dict[int, set[int]] | None = None
-                          ) -> Columns:
-        """One row per distinct (user, candidate) with ``stage`` and every ranker feature as of ``at``."""
+                          users: pd.DataFrame | None = None, exclude: dict[int, set[int]] | None = None,
+                          as_of: pd.Series | None = None) -> Columns:
+        """One row per distinct (user, candidate) with ``stage`` and every ranker feature as of ``at``, or as
+        of each user's own time in ``as_of`` (user_id -> Timestamp: a per-user split asks each user then)."""
         cands = self.candidates(np.asarray(user_ids, np.int64), at, users, exclude)
-        rows = {**cands, **self.lookup.attributes(cands["video_id"]), "event_timestamp": at}
-        return ranker_inputs(rows, features, self.generators, self.lookup, users, utc_ns(at))
+        when: Any = at if as_of is None else as_of.reindex(cands["user_id"]).reset_index(drop=True)
+        rows = {**cands, **self.lookup.attributes(cands["video_id"]), "event_timestamp": when}
+        return ranker_inputs(rows, features, self.generators, self.lookup, users, utc_ns(when))
 
     def candidate_frame(self, user_ids: np.ndarray, at: pd.Timestamp, features: Features,
-                        users: pd.DataFrame | None = None, exclude: dict[int, set[int]] | None = None
-                        ) -> pd.DataFrame:
+                        users: pd.DataFrame | None = None, exclude: dict[int, set[int]] | None = None,
+                        as_of: pd.Series | None = None) -> pd.DataFrame:
         """``candidate_columns`` as a DataFrame, for batch work.
 
         The ranker is trained on these rows too (labelled by what the user engaged with next), so it
         learns to order exactly the kind of list it will be given.
         """
-        cols = self.candidate_columns(user_ids, at, features, users, exclude)
+        cols = self.candidate_columns(user_ids, at, features, users, exclude, as_of)
         return pd.DataFrame(cols, index=pd.RangeIndex(len(cols["user_id"])))
 
     def recommend(self, user_ids: np.ndarray, k: int, at: pd.Timestamp, features: Features,

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from pipelines import cases
+from pipelines.cli import _print_report
 from pipelines.core.flowset import open_run, run_case
 from pipelines.core.settings import Paths
 from pipelines.core.validation import ValidationFailed
@@ -100,6 +101,44 @@ def test_a_bad_file_is_quarantined_and_good_data_is_untouched(video_run: dict[st
     assert "user_id" in str(err.value)
     assert list(paths.quarantine(CASE).rglob("*.json"))
     assert {p: _digest(p) for p in paths.validated(CASE).rglob("*.parquet")} == validated
+
+
+def _bursty_event_log(paths: Paths, n_users: int = 400, cohorts: int = 6, gap_days: int = 10) -> pd.DataFrame:
+    """An event log (every impression, ``watch`` where the user engaged) whose users arrive in cohorts
+    ``gap_days`` apart, as users of public logs do: cut from the simulated impressions, then moved in time."""
+    inter = pd.concat([pd.read_parquet(f) for f in (paths.validated(CASE) / "interactions").glob("*.parquet")])
+    inter = inter[inter["user_id"] <= inter["user_id"].drop_duplicates().sort_values().iloc[n_users]]
+    shift = pd.to_timedelta((inter["user_id"] % cohorts) * gap_days, unit="D")
+    return pd.DataFrame({"user_id": inter["user_id"], "item_id": inter["video_id"],
+                         "timestamp": (inter["event_timestamp"] + shift).dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                         "event": inter["positive"].map({1: "watch", 0: "impression"})})
+
+
+def test_a_per_user_holdout_tests_far_more_users_of_a_bursty_log(video_run: dict[str, Any], tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A file defaults to the per-user holdout; on a log whose users arrive in bursts, a global cut tests only
+    the last cohort. The metrics file and the report say which split and how much it covers."""
+    log = _write(_bursty_event_log(Paths.from_env()), tmp_path / "bursty.csv")
+    steps = ["ingest", "validate", "features", "train", "index", "evaluate"]
+    covered = {}
+    for kind in ("per_user", "global"):
+        monkeypatch.setenv("CASEBOOK_HOME", str(tmp_path / kind))
+        video_recommendation_flow(steps, interactions=log, **({"settings": {"split": {"kind": kind}}}
+                                                               if kind == "global" else {}))
+        run = open_run(cases.spec(CASE), files={"interactions": log})
+        metrics = json.loads(run.paths.metrics(CASE).read_text())
+        assert metrics["split"]["kind"] == kind and metrics["notes"][0].startswith(f"split: {kind}")
+        covered[kind] = metrics["split"]["test"]
+        assert 0 < metrics["model"]["users"] <= covered[kind]["users"]
+        if kind == "per_user":  # enough users for the interval to stand on all of them
+            assert metrics["lift_interval"][f"ndcg@{K}"]["units"] == metrics["model"]["users"]
+        lineage = json.loads((run.paths.work(CASE) / "artifacts" / "lineage.json").read_text())
+        assert lineage["split"]["test"] == covered[kind]
+        _print_report(CASE, files={"interactions": log})  # `casebook report`: the split under the table
+        assert f"split: {kind}" in capsys.readouterr().out
+    assert covered["per_user"]["users"] > 3 * covered["global"]["users"], covered
+    assert covered["per_user"]["interactions"] > covered["global"]["interactions"], covered
 
 
 @pytest.mark.parametrize("year", [1997, 2091])
