@@ -1,12 +1,23 @@
-"""Event recommendation: flow time per step at one scale, then service latency p50/p99 and req/s.
+"""Event recommendation: flow time per step at one scale, then service latency p50/p99/max and req/s.
 
 Runs the case's flow set (ingest through deploy, so a champion serves) in a fresh temporary home with
-``flow_steps.run_case``, then drives the service with ``service_latency``'s load generator at 1, 4 and 8
-clients: known users at home (the default radius and horizon), a share of cold-start users at a city
-centre, and a "dense" workload (the largest radius and horizon a request may ask for) where a user has
-every upcoming event of the world as a candidate before filtering. Loopback only; bounded requests.
+``flow_steps.run_case`` (or, with ``--no-flow``, serves the current CASEBOOK_HOME's champion), then
+drives the service with ``service_latency``'s load generator at 1, 4 and 8 clients, each level a
+sustained run of ``--seconds`` (default 60 s): known users at home (the default radius and horizon,
+a share of cold-start users at their city centre) and the "dense" workload, where every request has
+as many upcoming events in range before filtering as the world allows, up to ``--dense-events``:
 
-    python benchmarks/event_recommendation.py --scale small --concurrency 1,4,8
+* the request's location is the venue with the most upcoming events (at the model's clock) within the
+  largest radius and horizon a request may ask for, and the request asks for that radius and horizon;
+* when no disc of ``serving.max_radius_km`` holds ``--dense-events`` upcoming events, the radius is
+  widened until it does (a fresh home's params allow it; ``--no-flow`` keeps the home's limit) or
+  covers the whole world (then the printed count is all the world has: the small world keeps ~850
+  events upcoming at a time, the large one ~8x as many).
+
+Loopback only; bounded requests.
+
+    python benchmarks/event_recommendation.py --scale small --concurrency 1,4,8 --seconds 60
+    python benchmarks/event_recommendation.py --no-flow --workloads dense   # the current home's champion
 """
 
 from __future__ import annotations
@@ -19,22 +30,39 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe
 from flow_steps import fresh_home, run_case
-from service_latency import _load, summary
+from service_latency import _load, print_table, summary
 
 from pipelines.core.settings import Paths, apply_privacy_defaults
 
 CASE = "event_recommendation"
+WORLD_KM = 20_040.0
+"""Half the Earth's circumference: a disc this wide holds every event."""
 
 
-def workload(paths: Paths, n: int, dense: bool, cold_share: float, seed: int = 0) -> list[dict[str, Any]]:
-    from pipelines.core.params import case_params
-    from pipelines.event_recommendation.case import CASE as SPEC
+def dense_location(paths: Paths, now_s: float, radius_km: float, days: float, target: int
+                   ) -> tuple[float, float, float, int]:
+    """(lat, lon, radius, upcoming events in range): the densest venue, the radius widened to ``target``."""
+    from pipelines.event_recommendation.model import Catalog
 
-    serving = case_params(SPEC, paths=paths).serving
+    cat = Catalog.of(pd.read_parquet(paths.features(CASE) / "event_profile.parquet"))
+    live = cat.upcoming(None, None, now_s, radius_km, days)[0]
+    if not len(live):
+        raise SystemExit("no upcoming events at the model's clock: nothing to benchmark")
+    best = max(live, key=lambda i: len(cat.upcoming(cat.lat[i], cat.lon[i], now_s, radius_km, days)[0]))
+    lat, lon = float(cat.lat[best]), float(cat.lon[best])
+    while radius_km < WORLD_KM and len(cat.upcoming(lat, lon, now_s, radius_km, days)[0]) < target:
+        radius_km = min(WORLD_KM, radius_km * 2)
+    return lat, lon, radius_km, len(cat.upcoming(lat, lon, now_s, radius_km, days)[0])
+
+
+def workload(paths: Paths, n: int, cold_share: float, dense: dict[str, Any] | None = None, seed: int = 0
+             ) -> list[dict[str, Any]]:
+    """Known users (a ``cold_share`` of unknown ids at a home's coordinates); ``dense`` overrides fields."""
     homes = pd.read_parquet(paths.features(CASE) / "user_home.parquet")
     rng = np.random.default_rng(seed)
     out: list[dict[str, Any]] = []
@@ -44,49 +72,78 @@ def workload(paths: Paths, n: int, dense: bool, cold_share: float, seed: int = 0
         if rng.random() < cold_share:
             body = {"user_id": int(10**12 + rng.integers(10**6)), "k": 10, "lat": float(row["home_lat"]),
                     "lon": float(row["home_lon"])}
-        if dense:
-            body |= {"radius_km": serving.max_radius_km, "days": serving.max_days}
-        out.append(body)
+        out.append(body | (dense or {}))
     return out
+
+
+def allow_radius(home: Path, radius_km: float) -> None:
+    """Let requests of the fresh benchmark home ask for ``radius_km`` (before the service starts)."""
+    params = yaml.safe_load((home / "params.yaml").read_text())
+    serving = params[CASE].setdefault("serving", {})
+    serving["max_radius_km"] = max(radius_km, serving.get("max_radius_km", 0.0))
+    (home / "params.yaml").write_text(yaml.safe_dump(params))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", default="small", choices=["tiny", "small", "large"])
     ap.add_argument("--concurrency", default="1,4,8", help="concurrent clients, comma-separated")
-    ap.add_argument("--requests", type=int, default=300, help="requests per level and workload (default 300)")
+    ap.add_argument("--seconds", type=float, default=60.0, help="sustained run per level and workload (default 60)")
+    ap.add_argument("--dense-events", type=int, default=1_000, help="upcoming events in range for the dense user")
     ap.add_argument("--cold-share", type=float, default=0.1)
+    ap.add_argument("--workloads", default="home,dense", help="comma-separated: home, dense")
+    ap.add_argument("--no-flow", action="store_true", help="serve the current CASEBOOK_HOME's champion")
     args = ap.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
+    names = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    if bad := sorted(set(names) - {"home", "dense"}):
+        ap.error(f"unknown workload(s) {bad}; choose from home, dense")
+    if min(levels) < 1 or not 1 <= args.seconds <= 600:
+        ap.error("every concurrency must be >= 1 and --seconds in 1..600")
     apply_privacy_defaults()
-    from prefect.testing.utilities import prefect_test_harness
-
+    from pipelines.core.params import case_params
     from pipelines.core.serving import running_service
+    from pipelines.event_recommendation.case import CASE as SPEC
 
-    home = fresh_home(args.scale)
-    print(f"machine: {describe()}\nscale: {args.scale}  home: {home}")
-    with prefect_test_harness(server_startup_timeout=120):
-        wall, body, whole, rows = run_case(CASE, deploy=True)
-    print(f"\nflow {whole:.1f} s; {rows:,} rows in the largest raw table")
-    for step, secs in wall.items():
-        print(f"  {step:<10}{secs:>8.1f} s (body {body.get(step, 0.0):.1f} s)")
+    print(f"machine: {describe()}")
+    if not args.no_flow:
+        from prefect.testing.utilities import prefect_test_harness
+
+        home = fresh_home(args.scale)
+        print(f"scale: {args.scale}  home: {home}")
+        with prefect_test_harness(server_startup_timeout=120):
+            wall, body, whole, rows = run_case(CASE, deploy=True)
+        print(f"\nflow {whole:.1f} s; {rows:,} rows in the largest raw table")
+        for step, secs in wall.items():
+            print(f"  {step:<10}{secs:>8.1f} s (body {body.get(step, 0.0):.1f} s)")
     paths = Paths.from_env()
+    serving = case_params(SPEC, paths=paths).serving
+    # the service's clock when a request does not say: the model's as_of, the last impression it saw
+    now = pd.Timestamp(pd.read_parquet(paths.validated(CASE) / "impressions", columns=["event_timestamp"])
+                       ["event_timestamp"].max())
+    limit = serving.max_radius_km if args.no_flow else WORLD_KM
+    lat, lon, radius, n_dense = dense_location(paths, now.timestamp(), serving.max_radius_km, serving.max_days,
+                                               args.dense_events)
+    radius = min(radius, limit)
+    if radius > serving.max_radius_km:
+        allow_radius(paths.home, radius)
+    dense = {"lat": lat, "lon": lon, "radius_km": radius, "days": serving.max_days, "at": now.isoformat()}
+    print(f"\ndense request: at ({lat:.3f}, {lon:.3f}), radius {radius:,.0f} km, {serving.max_days:g} days, "
+          f"at {now}: {n_dense:,} upcoming events in range before filtering (asked for {args.dense_events:,})")
     table: list[dict[str, Any]] = []
     with running_service(CASE, paths=paths) as url:
         import httpx
 
-        for dense in (False, True):
-            payloads = workload(paths, args.requests, dense, args.cold_share)
+        for name, extra in ((n, dense if n == "dense" else None) for n in names):
+            payloads = workload(paths, 500, args.cold_share, extra)
             r = httpx.post(f"{url}/recommend", json=payloads[0], timeout=30).json()
-            name = f"{'dense' if dense else 'home'} (~{r['candidates']} pass filter)"
+            label = f"{name} (~{r['candidates']} pass the filter)"
             for c in levels:
-                lat, errors, secs, cpu = asyncio.run(_load(url, payloads, c, route="/recommend"))
-                table.append(summary(name, c, lat, errors, secs, cpu))
-    head = f"{'workload':<34} {'conc':>4} {'n':>5} {'err':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}"
-    print("\n" + head + "\n" + "-" * len(head))
-    for t in table:
-        print(f"{t['mode']:<34} {t['concurrency']:>4} {t['requests']:>5} {t['errors']:>4} {t['p50_ms']:>8.1f} "
-              f"{t['p99_ms']:>8.1f} {t['req_per_s']:>8.1f}")
+                lat_s, errors, secs, cpu = asyncio.run(_load(url, payloads, c, route="/recommend",
+                                                             seconds=args.seconds))
+                table.append(summary(label, c, lat_s, errors, secs, cpu))
+    print(f"\n{args.seconds:.0f} s per level, loopback HTTP\n")
+    print_table(table)
     return 1 if any(t["errors"] for t in table) else 0
 
 
