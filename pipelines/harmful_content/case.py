@@ -45,6 +45,20 @@ class Text(Params):
     encoder: str = Field("hashed", description="hashed | sentence-transformers:<model name or local path>")
     n_features: int = Field(2**14, ge=2**8, le=2**20, description="hash buckets per n-gram kind (hashed)")
 
+    @model_validator(mode="after")
+    def _available(self) -> Text:
+        """Refuse a sentence-transformers encoder without the package before any step runs, not at train."""
+        import importlib.util
+
+        from pipelines.core.text import SENTENCE_TRANSFORMERS, encoder
+
+        encoder(self.encoder, self.n_features)  # an unknown name: its message
+        if self.encoder.startswith(SENTENCE_TRANSFORMERS) and importlib.util.find_spec("sentence_transformers") is None:
+            raise ValueError(f"text encoder {self.encoder!r} needs the optional package sentence-transformers, "
+                             "which is not installed (and nothing is downloaded at run time): install it and put "
+                             "the model in its local cache or a folder, or use the default encoder 'hashed'")
+        return self
+
 
 class Logistic(Params):
     c: float = Field(gt=0, description="inverse L2 strength of each class's text-only logistic regression")
@@ -61,9 +75,11 @@ class Fusion(Params):
 
 
 class Thresholds(Params):
-    remove_precision: float = Field(gt=0, le=1, description="removal precision each class must reach on validation")
+    remove_precision: float = Field(gt=0, le=1, description="removal precision each class must reach on validation, "
+                                                            "as a confidence lower bound")
     review_precision: float = Field(gt=0, le=1, description="the lower precision that opens the review band")
-    min_removed: int = Field(ge=1, description="true positives a removal threshold must stand on in validation")
+    confidence: float = Field(0.95, ge=0.5, lt=1, description="one-sided confidence of the Clopper-Pearson bound; "
+                                                              "no threshold reaching it makes a class review-only")
 
     @model_validator(mode="after")
     def _ordered(self) -> Thresholds:

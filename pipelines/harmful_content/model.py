@@ -49,12 +49,22 @@ def dense_features(frame: pd.DataFrame, violation_prior: float) -> np.ndarray:
     return np.column_stack([image, has_image, counts, logit]).astype(np.float32)
 
 
+REVIEW_ONLY = 1.01
+"""A threshold above any probability: the action never fires."""
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """Per class: remove at or above ``remove``; demote and queue for review at or above ``review``."""
 
     remove: float
     review: float
+    rule: str = ""
+    """How ``remove`` was chosen (or why the class is review-only), shown in the report."""
+
+    @property
+    def automatic_removal(self) -> bool:
+        return self.remove <= 1.0
 
 
 @dataclass
@@ -206,29 +216,45 @@ def macro_pr_auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
+def precision_lower_bound(hits: np.ndarray, n: np.ndarray, confidence: float) -> np.ndarray:
+    """One-sided Clopper-Pearson lower bound of a precision ``hits / n`` at ``confidence`` (0 if no hit)."""
+    from scipy.stats import beta
+
+    hits, n = np.asarray(hits, float), np.asarray(n, float)
+    with np.errstate(invalid="ignore"):
+        bound = beta.ppf(1 - confidence, hits, n - hits + 1)
+    return np.where(hits > 0, np.nan_to_num(bound), 0.0)
+
+
 def choose_thresholds(y: np.ndarray, p: np.ndarray, classes: tuple[str, ...], remove_precision: float,
-                      review_precision: float, min_removed: int) -> dict[str, Thresholds]:
-    """Per class, the lowest score whose precision on validation reaches the target (most recall for it).
+                      review_precision: float, confidence: float) -> dict[str, Thresholds]:
+    """Per class, the lowest removal score whose precision *lower bound* on validation reaches the target.
 
-    Removal needs at least ``min_removed`` true positives above its threshold, so one lucky post cannot set
-    it; a class that never reaches the precision is never removed automatically (threshold above 1), only
-    queued. The review threshold is the same rule at the lower precision, never above removal.
+    The point precision of the top few posts is luck: 5 of 5 is 100% and says little about the next
+    window. So removal needs the one-sided Clopper-Pearson bound at ``confidence`` to reach the target;
+    a class where no threshold does (too few validation positives, or too many look-alikes at the top)
+    is review-only: never removed automatically, its clear cases go to the review queue like the rest.
+    The review band opens at the lowest score whose point precision reaches ``review_precision``.
     """
-    from sklearn.metrics import precision_recall_curve
-
     out = {}
     for j, c in enumerate(classes):
-        if not y[:, j].any():
-            out[c] = Thresholds(remove=1.01, review=1.01)
-            continue
-        precision, recall, cut = precision_recall_curve(y[:, j], p[:, j])
-        true_pos = recall[:-1] * y[:, j].sum()
-        remove = _lowest(cut, precision[:-1] >= remove_precision, true_pos >= min_removed)
-        out[c] = Thresholds(remove=remove, review=min(_lowest(cut, precision[:-1] >= review_precision), remove))
+        order = np.argsort(-p[:, j], kind="stable")
+        score, hit = p[order, j], y[order, j].astype(float)
+        last = np.r_[score[1:] != score[:-1], True]  # a threshold keeps every post tied with it
+        tp, n, cut = np.cumsum(hit)[last], np.arange(1, len(score) + 1)[last], score[last]
+        bound = precision_lower_bound(tp, n, confidence)
+        ok = np.flatnonzero(bound >= remove_precision)
+        review_ok = np.flatnonzero((tp > 0) & (tp / n >= review_precision))
+        review = float(cut[review_ok[-1]]) if len(review_ok) else REVIEW_ONLY
+        if len(ok):
+            k = ok[-1]
+            rule = (f"remove: validation precision lower bound {bound[k]:.3f} >= {remove_precision} "
+                    f"(Clopper-Pearson, one-sided {confidence:.0%}; {int(tp[k])} of {int(n[k])} posts harmful)")
+            out[c] = Thresholds(remove=float(cut[k]), review=min(review, float(cut[k])), rule=rule)
+        else:
+            best = int(np.argmax(bound)) if len(bound) else 0
+            rule = (f"review-only: no validation threshold's precision lower bound reaches {remove_precision} "
+                    f"(Clopper-Pearson, one-sided {confidence:.0%}; best {bound[best] if len(bound) else 0:.3f}, "
+                    f"{int(hit.sum())} validation positives)")
+            out[c] = Thresholds(remove=REVIEW_ONLY, review=review, rule=rule)
     return out
-
-
-def _lowest(cut: np.ndarray, *conditions: np.ndarray) -> float:
-    """The lowest threshold meeting every condition; above any probability (1.01) if none does."""
-    ok = np.flatnonzero(np.logical_and.reduce(conditions))
-    return float(cut[ok[0]]) if len(ok) else 1.01

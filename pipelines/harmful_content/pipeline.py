@@ -67,15 +67,16 @@ def train(run: Run) -> Trained:
     y_va = truth.reindex(va["post_id"]).fillna(0).to_numpy(np.int64)
     enc = encoder(p.text.encoder, p.text.n_features)
     text = {k: enc.encode(f["text"].astype(str).tolist()) for k, f in (("tr", tr), ("va", va))}
+    model = HarmModel("fusion", names, enc, None, p.violation_prior)
     dense = {k: dense_features(f, p.violation_prior) for k, f in (("tr", tr), ("va", va))}
     baseline = m.train_logistic(text["tr"], y_tr, HarmModel("logistic", names, enc, None, p.violation_prior),
                                 p.logistic.c)
-    model = m.train_fusion(text["tr"], dense["tr"], y_tr, (text["va"], dense["va"], y_va),
-                           HarmModel("fusion", names, enc, None, p.violation_prior), p.fusion.model_dump(), p.seed)
+    model = m.train_fusion(text["tr"], dense["tr"], y_tr, (text["va"], dense["va"], y_va), model,
+                           p.fusion.model_dump(), p.seed)
     t = p.thresholds
     for fitted in (baseline, model):
         fitted.thresholds = choose_thresholds(y_va, fitted.predict_encoded(text["va"], dense["va"]), names,
-                                              t.remove_precision, t.review_precision, t.min_removed)
+                                              t.remove_precision, t.review_precision, t.confidence)
     first_report = reports.groupby("post_id")["reported_at"].min()
     test = te.assign(first_report_at=te["post_id"].map(first_report))
     for c in names:
@@ -117,13 +118,48 @@ def _enforcement(y: np.ndarray, p: np.ndarray, model: HarmModel) -> dict[str, di
         t = model.thresholds[c]
         removed, band = p[:, j] >= t.remove, (p[:, j] >= t.review) & (p[:, j] < t.remove)
         pos = int(y[:, j].sum())
-        out[c] = {"positives": pos, "remove_threshold": t.remove, "review_threshold": t.review,
+        out[c] = {"positives": pos, "automatic_removal": t.automatic_removal, "rule": t.rule,
+                  "remove_threshold": t.remove, "review_threshold": t.review,
                   "removed": int(removed.sum()), "queued": int(band.sum()),
                   "removal_precision": float(y[removed, j].mean()) if removed.any() else float("nan"),
                   "removal_recall": float(y[removed, j].sum() / pos) if pos else float("nan"),
                   "review_precision": float(y[band, j].mean()) if band.any() else float("nan"),
                   "review_recall": float(y[band, j].sum() / pos) if pos else float("nan")}
     return out
+
+
+def _removal_target(enforcement: dict[str, dict[str, Any]], target: float, min_positives: int = 20
+                    ) -> dict[str, Any]:
+    """The issue's test: removal precision >= target for every class with ``min_positives`` test positives.
+
+    A review-only class removes nothing, so it cannot miss the precision; it is listed, not hidden.
+    """
+    counted = [c for c, e in enforcement.items() if e["positives"] >= min_positives]
+    review_only = [c for c, e in enforcement.items() if not e["automatic_removal"]]
+    failing = [c for c in counted if c not in review_only and _test_precision(enforcement[c]) < target]
+    return {"target": target, "min_positives": min_positives, "classes_counted": counted,
+            "review_only": review_only, "failing": failing, "met": not failing}
+
+
+def _note(cls: str, e: dict[str, Any]) -> str:
+    """One class's threshold rule and what it did on the test window."""
+    done = (f"test: removed {e['removed']} at precision {e['removal_precision']:.3f}" if e["removed"] else
+            "test: removed none") if e["automatic_removal"] else "test: no automatic removal"
+    return (f"{cls}: {e['rule']}; {done}, queued {e['queued']} (review precision {e['review_precision']:.3f}); "
+            f"{e['positives']} test positives")
+
+
+def _verdict(target: dict[str, Any]) -> str:
+    counted = ", ".join(target["classes_counted"]) or "none"
+    only = ", ".join(target["review_only"]) or "none"
+    state = "met" if target["met"] else f"NOT met by {', '.join(target['failing'])}"
+    return (f"removal precision >= {target['target']} for every class with {target['min_positives']}+ test "
+            f"positives ({counted}): {state}; review-only (no automatic removal): {only}")
+
+
+def _test_precision(e: dict[str, Any]) -> float:
+    """A removing class's test precision; removing nothing in the test window is no false removal (1.0)."""
+    return e["removal_precision"] if e["removed"] else 1.0
 
 
 def _proactive_rate(test: pd.DataFrame, y: np.ndarray, p: np.ndarray, model: HarmModel) -> float:
@@ -167,6 +203,8 @@ def evaluate(run: Run, model: Any) -> Report:
     if "oracle" in out:
         out["model_gap_to_oracle"] = 1 - out["model"]["macro_pr_auc"] / out["oracle"]["macro_pr_auc"]
     out["enforcement"] = _enforcement(y, scores["model"], model)
+    out["removal_target"] = _removal_target(out["enforcement"], run.params.thresholds.remove_precision)
+    out["notes"] = [_note(c, e) for c, e in out["enforcement"].items()] + [_verdict(out["removal_target"])]
     out["prevalence"] = {c: {"true": float(y[:, j].mean()), "estimated": float(scores["model"][:, j].mean())}
                          for j, c in enumerate(names)}
     out["proactive_rate"] = _proactive_rate(test, y, scores["model"], model)

@@ -1,12 +1,12 @@
 """Where harmful-content data comes from: the simulator one window at a time, or a user's file of posts.
 
 A file (CSV or Parquet) has one row per post: ``text``; optionally ``post_id``, ``author_id``,
-``created_at`` and an image embedding ``img_00`` .. ``img_15``; and one 0/1 column per harm class: every
-other column is a class, named by its header. Its labels are accurate (human) labels, so every row is
-``reviewed``. Without ``post_id`` a post's id is a hash of its content; without ``author_id`` each post
-is its own author (no history); without ``created_at`` rows are a minute apart in file order. Problems
-that stop the mapping raise ``ValueError`` naming the file and column; ranges, nulls and duplicates are
-the validation gate's.
+``created_at``, an image embedding ``img_00`` .. ``img_15`` and counts ``followers``, ``views``, ``likes``,
+``comments``; and one 0/1 column per harm class: every other column is a class, named by its header.
+Its labels are accurate (human) labels, so every row is ``reviewed``. Without ``post_id`` a post's id is
+a hash of its content; without ``author_id`` each post is its own author (no history); without
+``created_at`` rows are a minute apart in file order. Problems that stop the mapping raise
+``ValueError`` naming the file and column; ranges, nulls and duplicates are the validation gate's.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from pipelines.harmful_content.schema import IMAGE_COLUMNS, MAX_TEXT_CHARS, REPO
 from pipelines.world.harmful_content import HarmfulContentWorld
 from pipelines.world.population import EPOCH, SCALES
 
-POST_COLUMNS = ("post_id", "author_id", "created_at", "text", *IMAGE_COLUMNS)
+ENGAGEMENT = ("followers", "views", "likes", "comments")
+"""Optional counts a platform's export often carries: the author's followers, the post's engagement."""
+POST_COLUMNS = ("post_id", "author_id", "created_at", "text", *IMAGE_COLUMNS, *ENGAGEMENT)
 CLASS_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
@@ -48,8 +50,11 @@ def read_posts(path: Path) -> dict[str, pd.DataFrame]:
     bad = [c for c in classes if not CLASS_NAME.match(c)]
     if bad:
         raise ValueError(f"posts file {path}: class column name(s) {bad} must be lower-case letters, digits and _ "
-                         f"(starting with a letter, at most 40); every column other than "
-                         f"{', '.join(POST_COLUMNS[:4])}, img_NN is a harm class")
+                         f"(starting with a letter, at most 40); {NOT_A_CLASS}")
+    not_binary = [c for c in classes if not pd.to_numeric(raw[c], errors="coerce").isin([0, 1]).any()]
+    if not_binary:
+        raise ValueError(f"posts file {path}: column(s) {not_binary} hold no 0/1 value, so they are no harm class; "
+                         f"{NOT_A_CLASS}")
     n = len(raw)
     text = raw["text"].astype("string")
     if text.isna().any():
@@ -67,14 +72,21 @@ def read_posts(path: Path) -> dict[str, pd.DataFrame]:
                          f"{IMAGE_COLUMNS[0]}..{IMAGE_COLUMNS[-1]} or none")
     for c in present:
         posts[c] = _numbers(raw[c], path, c)
+    counts = [c for c in ENGAGEMENT if c in raw]
+    for c in counts:
+        posts[c] = _counts(raw[c], path, c)
     labels = pd.concat([pd.DataFrame({"post_id": posts["post_id"], "harm_class": c,
                                       "label": _binary(raw[c], path, c), "reviewed": 1}) for c in classes],
                        ignore_index=True)
-    posts = posts[["post_id", "author_id", "created_at", "scored_at", "text", *present]]
+    posts = posts[["post_id", "author_id", "created_at", "scored_at", "text", *present, *counts]]
     users = users_from_log(posts.rename(columns={"author_id": "user_id", "created_at": "event_timestamp"}))
     reports = pd.DataFrame({c.name: pd.Series(dtype="datetime64[ns, UTC]" if c.kind == "timestamp" else
                                               ("int64" if c.kind == "int" else object)) for c in REPORTS.columns})
     return {"users": users, "posts": posts, "reports": reports, "labels": labels}
+
+
+NOT_A_CLASS = (f"every column other than {', '.join(POST_COLUMNS[:4])}, img_NN and {', '.join(ENGAGEMENT)} is read "
+               "as a harm class (0/1): drop the column(s) that are not classes")
 
 
 def _content_ids(posts: pd.DataFrame) -> np.ndarray:
@@ -89,6 +101,15 @@ def _binary(values: pd.Series, path: Path, column: str) -> pd.Series:
     if bad.any():
         raise ValueError(f"{path}: class column {column!r} must hold 0 or 1; {int(bad.sum())} rows do not, e.g. "
                          f"{examples(values[bad].astype(object))}")
+    return number.astype(np.int64)
+
+
+def _counts(values: pd.Series, path: Path, column: str) -> pd.Series:
+    number = pd.to_numeric(values, errors="coerce")
+    bad = number.isna() | (number < 0) | (number % 1 != 0)
+    if bad.any():
+        raise ValueError(f"{path}: column {column!r} must hold counts (whole numbers >= 0); {int(bad.sum())} rows "
+                         f"do not, e.g. {examples(values[bad].astype(object))}")
     return number.astype(np.int64)
 
 

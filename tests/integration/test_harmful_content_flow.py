@@ -60,9 +60,11 @@ def test_a_file_of_posts_runs_the_same_flow(tmp_path: Path, case_run: Callable[[
     text = np.where(scam, "win free money click here now", "lunch with friends at the park")
     words = rng.choice(["sun", "rain", "game", "dog", "mon3y", "fr33"], n)
     f = tmp_path / "posts.csv"
+    created = pd.Timestamp("2025-03-01", tz="Europe/Paris") + pd.to_timedelta(np.arange(n) * 600, unit="s")
     pd.DataFrame({"post_id": np.arange(1, n + 1), "author_id": rng.integers(1, 200, n),
-                  "created_at": pd.Timestamp("2025-03-01", tz="UTC") + pd.to_timedelta(np.arange(n) * 600, unit="s"),
+                  "created_at": created.strftime("%Y-%m-%d %H:%M:%S%z"),  # local time with an offset, no "T"
                   "text": [f"{t} {w}" for t, w in zip(text, words, strict=True)],
+                  "views": rng.poisson(30, n), "followers": rng.poisson(100, n),  # optional counts, no likes
                   "scam": scam.astype(int), "toxic": (rng.random(n) < 0.05).astype(int)}).to_csv(f, index=False)
     out = run_case(cases.spec(CASE), ["ingest", "validate", "features", "train", "evaluate"], files={"posts": f})
     assert out["evaluate"]["macro_pr_auc"] > 0

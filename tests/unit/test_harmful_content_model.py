@@ -54,13 +54,27 @@ def test_the_drift_knob_brings_a_new_spam_campaign(window: dict[str, pd.DataFram
     assert obfuscate("kill", np.random.default_rng(0)) != "kill"
 
 
-def test_thresholds_reach_the_precision_on_validation_and_decide() -> None:
+def test_the_precision_lower_bound_sets_removal_and_too_few_positives_mean_review_only() -> None:
+    from scipy.stats import beta
+
     rng = np.random.default_rng(0)
     y = (rng.random((4000, 2)) < 0.05).astype(int)
-    p = np.clip(y * 0.6 + rng.random((4000, 2)) * 0.5, 0, 1)
-    t = choose_thresholds(y, p, ("a", "b"), remove_precision=0.95, review_precision=0.3, min_removed=5)
-    for j, c in enumerate("ab"):
-        assert y[p[:, j] >= t[c].remove, j].mean() >= 0.95 and t[c].review <= t[c].remove
+    y[:, 1] = 0
+    y[:12, 1] = 1  # class b: 12 validation positives, every one scored above every negative
+    p = np.clip(y * [0.45, 0.6] + rng.random((4000, 2)) * [0.6, 0.5], 0, 1)  # a overlaps, b separates
+    t = choose_thresholds(y, p, ("a", "b"), remove_precision=0.95, review_precision=0.3, confidence=0.95)
+    removed = p[:, 0] >= t["a"].remove
+    hits, n = int(y[removed, 0].sum()), int(removed.sum())
+    assert t["a"].automatic_removal and beta.ppf(0.05, hits, n - hits + 1) >= 0.95  # the bound, not 0.95 itself
+    assert "lower bound" in t["a"].rule and t["a"].review <= t["a"].remove
+    point = [q for q in np.sort(p[:, 0])[-400:] if y[p[:, 0] >= q, 0].mean() >= 0.95]
+    assert min(point) < t["a"].remove  # the point precision alone would remove more, and more wrongly
+    # b's top 12 posts are 12 of 12 harmful (point precision 1.0), but 12 cannot bound it above 0.95
+    assert y[p[:, 1] >= np.sort(p[:, 1])[-12], 1].mean() == 1.0
+    assert not t["b"].automatic_removal and t["b"].rule.startswith("review-only")
+    assert t["b"].review <= float(np.sort(p[:, 1])[-12])  # its clear cases still reach the queue
+    looser = choose_thresholds(y, p, ("a", "b"), remove_precision=0.95, review_precision=0.3, confidence=0.5)
+    assert looser["a"].remove <= t["a"].remove  # less confidence asked, more removed
     model = HarmModel("fusion", ("a", "b"), HashedNgrams(), None, 0.05,
                       thresholds={"a": Thresholds(0.9, 0.5), "b": Thresholds(0.8, 0.3)})
     assert model.decide(np.array([0.95, 0.1])) == ("remove", "a", 0.9)
@@ -103,12 +117,37 @@ def test_a_file_names_its_own_classes(tmp_path: Path) -> None:
     tables = read_posts(f)
     assert set(tables["labels"]["harm_class"]) == {"scam", "toxic"} and (tables["labels"]["reviewed"] == 1).all()
     assert len(tables["posts"]) == 3 and tables["reports"].empty
-    pd.DataFrame({"text": ["a"], "scam": [2]}).to_csv(f, index=False)
+    pd.DataFrame({"text": ["a", "b"], "scam": [2, 0]}).to_csv(f, index=False)
     with pytest.raises(ValueError, match=r"posts.csv: class column 'scam' must hold 0 or 1"):
         read_posts(f)
     pd.DataFrame({"text": ["a"]}).to_csv(f, index=False)
     with pytest.raises(ValueError, match="no class column"):
         read_posts(f)
+
+
+def test_a_file_with_extra_columns_and_odd_timestamps_is_read_and_a_bad_row_is_named(tmp_path: Path) -> None:
+    f = tmp_path / "posts.csv"
+    good = pd.DataFrame({"text": ["hello", "buy now", "bad words"], "scam": [0, 1, 0],
+                         "created_at": ["2025-03-01T10:00:00Z", "2025-03-01 12:30:00+02:00", "2025-03-01"],
+                         "views": [10, 0, 3], "likes": [1, 0, 0], "followers": [5, 2, 9]})
+    good.to_csv(f, index=False)
+    posts = read_posts(f)["posts"].set_index("text")
+    assert posts.loc["buy now", "created_at"] == pd.Timestamp("2025-03-01 10:30", tz="UTC")  # offsets honoured
+    assert posts.loc["bad words", "created_at"] == pd.Timestamp("2025-03-01", tz="UTC")
+    assert posts["views"].tolist() == [10, 0, 3] and "comments" not in posts  # counts kept, absent ones absent
+    seconds = good.assign(created_at=[1740823200, 1740826800.5, 1740830400])
+    seconds.to_parquet(tmp_path / "posts.parquet")
+    assert read_posts(tmp_path / "posts.parquet")["posts"]["created_at"].iloc[1] == pd.Timestamp(
+        "2025-03-01 11:00:00.5", tz="UTC")
+    for change, message in (({"lang": ["en", "de", "fr"]}, r"\['lang'\] hold no 0/1 value.*drop the column"),
+                            ({"scam": [0, "yes", 1]}, r"'scam' must hold 0 or 1; 1 rows do not, e.g. 'yes'"),
+                            ({"created_at": ["2025-03-01", "03/01/2025 10:00", "2025-03-02"]},
+                             r"1 values that are not timestamps, e.g. '03/01/2025 10:00'"),
+                            ({"views": [1, -4, 2]}, r"'views' must hold counts .* e.g. -4"),
+                            ({"text": ["a", None, "c"]}, r"'text' is empty in 1 rows")):
+        good.assign(**change).to_csv(f, index=False)
+        with pytest.raises(ValueError, match=message):
+            read_posts(f)
 
 
 def test_early_stopping_keeps_the_best_weights_and_waits_patience_checks() -> None:
