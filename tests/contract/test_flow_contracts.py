@@ -52,6 +52,29 @@ def _wait_for(path: Path, proc: subprocess.Popen[str], timeout_s: float = 600) -
         time.sleep(0.1)
 
 
+def _finished_tasks(log: Path) -> int:
+    return log.read_text(errors="replace").count("prefect.task_runs - Finished in state") if log.exists() else 0
+
+
+def _wait_for_step_end(home: Path, manifest: Path, proc: subprocess.Popen[str], timeout_s: float = 600) -> None:
+    """Until the step that writes ``manifest`` has finished as a Prefect task, its cached result stored.
+
+    The manifest is written at the end of the step's body and Prefect stores the result just after; a kill
+    between the two makes the resumed run redo the step (correctly), which is not the kill this test means.
+    """
+    log, deadline = home / "logs" / "casebook.log", time.monotonic() + timeout_s
+    before = _finished_tasks(log)
+    while not manifest.exists():  # counted while the step still runs: its own end is the next one
+        before = _finished_tasks(log)
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, f"{manifest} never appeared"
+        time.sleep(0.1)
+    while _finished_tasks(log) <= before:
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, f"the step that wrote {manifest} never finished"
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def fresh_homes(tmp_path_factory: pytest.TempPathFactory, casebook_home: Path) -> Callable[[str], Path]:
     """A new home per case with the session's params: nothing cached in it but Prefect's results."""
@@ -87,8 +110,8 @@ def test_a_run_killed_mid_step_resumes_and_gives_the_same_metrics(
     home = fresh_homes(case)
     steps = [a for s in _model_steps(case) for a in ("-s", s)]
     proc = _cli(home, case, *steps)
-    # Killed while it trains: the steps before have finished (their manifests are written), train has not.
-    _wait_for(home / "data" / "work" / case / "manifests" / "features.json", proc)
+    # Killed while it trains: the steps before have finished (results stored), train has not.
+    _wait_for_step_end(home, home / "data" / "work" / case / "manifests" / "features.json", proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (home / "data" / "work" / case / "manifests" / "evaluate.json").exists()
