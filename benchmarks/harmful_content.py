@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service_latency import _load, machine, summary
+from service_latency import _load, machine, print_table, summary
 
 from pipelines.core.settings import Paths, apply_privacy_defaults
 
@@ -67,11 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             lat, errors, wall, client_cpu = asyncio.run(_load(url, payloads, c, route="/moderate"))
             rows.append(summary("http POST /moderate", c, lat, errors, wall, client_cpu))
     print(f"\nmachine : {machine()}\nservice : home {paths.home}, {args.requests} requests per level\n")
-    head = f"{'mode':<22} {'conc':>4} {'n':>5} {'err':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'load1':>6}"
-    print(head + "\n" + "-" * len(head))
-    for r in rows:
-        print(f"{r['mode']:<22} {r['concurrency']:>4} {r['requests']:>5} {r['errors']:>4} "
-              f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['req_per_s']:>8.1f} {r['load']:>6.1f}")
+    print_table(rows)
     return 1 if any(r["errors"] for r in rows) or np.isnan([r["p50_ms"] for r in rows]).any() else 0
 
 

@@ -60,7 +60,7 @@ def _labelled_candidates(recommender: Any, cut: Cut, users: pd.DataFrame, fetch:
     The ranker trains on this frame (at its cut), the test scores it: one shape.
     """
     after = cut.positives
-    per_user = None if cut.as_of.nunique() <= 1 else cut.as_of
+    per_user = cut.as_of if cut.per_user else None
     frame = recommender.candidate_frame(cut.as_of.index.to_numpy(), cut.clock, fetch, users, exclude, per_user)
     hits = pd.MultiIndex.from_frame(after[["user_id", "video_id"]])
     return frame.assign(positive=pd.MultiIndex.from_frame(frame[["user_id", "video_id"]]).isin(hits).astype(int))
@@ -68,7 +68,7 @@ def _labelled_candidates(recommender: Any, cut: Cut, users: pd.DataFrame, fetch:
 
 def _catalog(videos: pd.DataFrame, cut: Cut) -> pd.DataFrame:
     """The videos on the platform at the cut (the latest user's time, for a per-user one)."""
-    at = cut.clock if cut.as_of.nunique() <= 1 else cut.as_of.max() + pd.Timedelta(1, "ns")
+    at = cut.as_of.max() + pd.Timedelta(1, "ns") if cut.per_user else cut.clock
     return videos[videos["upload_ts"] < at].reset_index(drop=True)
 
 

@@ -41,6 +41,11 @@ class Cut:
     """One time for what takes a single one (generator windows, freshness): the latest ``as_of``."""
 
     @property
+    def per_user(self) -> bool:
+        """Users asked at their own times (a per-user holdout), not all at one cut."""
+        return self.as_of.nunique() > 1
+
+    @property
     def positives(self) -> pd.DataFrame:
         """The held-out positives of users who have one: whom a stage labels or tests."""
         return self.heldout[self.heldout["positive"] == 1]
