@@ -34,12 +34,13 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe
-from flow_steps import fresh_home, run_case
-from service_latency import _load, print_table, summary
+from flow_steps import timed_flow
+from service_latency import _load, print_table, summary, sustained_args, sustained_options
 
 from pipelines.core.settings import Paths, apply_privacy_defaults
 
 CASE = "event_recommendation"
+WORKLOADS = ("home", "dense")
 WORLD_KM = 20_040.0
 """Half the Earth's circumference: a disc this wide holds every event."""
 
@@ -87,19 +88,11 @@ def allow_radius(home: Path, radius_km: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", default="small", choices=["tiny", "small", "large"])
-    ap.add_argument("--concurrency", default="1,4,8", help="concurrent clients, comma-separated")
-    ap.add_argument("--seconds", type=float, default=60.0, help="sustained run per level and workload (default 60)")
     ap.add_argument("--dense-events", type=int, default=1_000, help="upcoming events in range for the dense user")
     ap.add_argument("--cold-share", type=float, default=0.1)
-    ap.add_argument("--workloads", default="home,dense", help="comma-separated: home, dense")
-    ap.add_argument("--no-flow", action="store_true", help="serve the current CASEBOOK_HOME's champion")
+    sustained_options(ap, WORKLOADS)
     args = ap.parse_args(argv)
-    levels = [int(c) for c in args.concurrency.split(",")]
-    names = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    if bad := sorted(set(names) - {"home", "dense"}):
-        ap.error(f"unknown workload(s) {bad}; choose from home, dense")
-    if min(levels) < 1 or not 1 <= args.seconds <= 600:
-        ap.error("every concurrency must be >= 1 and --seconds in 1..600")
+    levels, names = sustained_args(ap, args, WORKLOADS)
     apply_privacy_defaults()
     from pipelines.core.params import case_params
     from pipelines.core.serving import running_service
@@ -107,15 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"machine: {describe()}")
     if not args.no_flow:
-        from prefect.testing.utilities import prefect_test_harness
-
-        home = fresh_home(args.scale)
-        print(f"scale: {args.scale}  home: {home}")
-        with prefect_test_harness(server_startup_timeout=120):
-            wall, body, whole, rows = run_case(CASE, deploy=True)
-        print(f"\nflow {whole:.1f} s; {rows:,} rows in the largest raw table")
-        for step, secs in wall.items():
-            print(f"  {step:<10}{secs:>8.1f} s (body {body.get(step, 0.0):.1f} s)")
+        timed_flow(CASE, args.scale)
     paths = Paths.from_env()
     serving = case_params(SPEC, paths=paths).serving
     # the service's clock when a request does not say: the model's as_of, the last impression it saw

@@ -67,6 +67,22 @@ def run_case(case: str, deploy: bool) -> tuple[dict[str, float], dict[str, float
     return wall, body, whole, rows
 
 
+def timed_flow(case: str, scale: str) -> None:
+    """The case's whole flow set (through deploy and monitor) in a fresh home at ``scale``, per step printed.
+
+    What a service benchmark runs first, so a champion of a known world serves what it measures.
+    """
+    from prefect.testing.utilities import prefect_test_harness
+
+    home = fresh_home(scale)
+    print(f"scale: {scale}  home: {home}")
+    with prefect_test_harness(server_startup_timeout=120):
+        wall, body, whole, rows = run_case(case, deploy=True)
+    print(f"\nflow {whole:.1f} s; {rows:,} rows in the largest raw table")
+    for step, secs in wall.items():
+        print(f"  {step:<11}{secs:>8.1f} s (body {body.get(step, 0.0):.1f} s)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", default="all", help="a case study (see `casebook list`), or all")

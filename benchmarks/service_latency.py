@@ -165,6 +165,26 @@ async def _load(url: str, payloads: list[dict[str, Any]], concurrency: int, rout
     return latencies, errors, wall, cpu * 1000 / max(len(latencies), 1)
 
 
+def sustained_options(ap: argparse.ArgumentParser, workloads: tuple[str, ...]) -> None:
+    """The options of a sustained service benchmark: levels, seconds per level, workloads, flow or not."""
+    ap.add_argument("--concurrency", default="1,4,8", help="concurrent clients, comma-separated")
+    ap.add_argument("--seconds", type=float, default=60.0, help="sustained run per level and workload (default 60)")
+    ap.add_argument("--workloads", default=",".join(workloads), help=f"comma-separated: {', '.join(workloads)}")
+    ap.add_argument("--no-flow", action="store_true", help="serve the current CASEBOOK_HOME's champion")
+
+
+def sustained_args(ap: argparse.ArgumentParser, args: argparse.Namespace, workloads: tuple[str, ...]
+                   ) -> tuple[list[int], list[str]]:
+    """(concurrency levels, workload names) of ``sustained_options``, or the parser's usage error."""
+    levels = [int(c) for c in args.concurrency.split(",")]
+    names = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    if bad := sorted(set(names) - set(workloads)):
+        ap.error(f"unknown workload(s) {bad}; choose from {', '.join(workloads)}")
+    if min(levels) < 1 or not 1 <= args.seconds <= 600:
+        ap.error("every concurrency must be >= 1 and --seconds in 1..600")
+    return levels, names
+
+
 def _timed(fn: Callable[[dict[str, Any]], Any], payloads: list[dict[str, Any]]) -> list[float]:
     for body in payloads[:WARMUP]:
         fn(body)

@@ -72,3 +72,8 @@ def count_snapshots(events: pd.DataFrame, keys: list[str], happened_at: pd.Serie
              .sort_values([*keys, "event_timestamp"]))
     daily[name] = daily.groupby(keys, observed=True)[name].cumsum().astype(np.int64)
     return daily.reset_index(drop=True)
+
+
+def unix_seconds(ts: pd.Series) -> np.ndarray:
+    """Seconds since 1970: the clock of request sources and numeric time features (they carry numbers)."""
+    return (pd.to_datetime(ts, utc=True) - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds().to_numpy()

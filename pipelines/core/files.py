@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines.core.validation import TableSchema
+
 FORMATS = {".csv": "CSV", ".parquet": "Parquet", ".pq": "Parquet"}
 INT64_MAX = 2**63 - 1
 UNKNOWN = "unknown"
@@ -93,6 +95,12 @@ def timestamps(values: pd.Series, path: Path, column: str) -> pd.Series:
                          f"{examples(values[bad])}; expected ISO-8601 (2024-05-01T12:00:00Z), a datetime "
                          f"or unix seconds")
     return parsed
+
+
+def empty(schema: TableSchema) -> pd.DataFrame:
+    """A table a file does not provide (no reports, no friend requests): no rows, the contract's types."""
+    kinds = {"timestamp": "datetime64[ns, UTC]", "int": "int64", "float": "float64"}
+    return pd.DataFrame({c.name: pd.Series(dtype=kinds.get(c.kind, object)) for c in schema.columns})
 
 
 def users_from_log(log: pd.DataFrame) -> pd.DataFrame:

@@ -239,7 +239,7 @@ def _features(run: Run) -> dict[str, Any]:
         written.append(write_user_profile(users, run.paths, run.case))
         profile = users["signup_ts"]
     feast.apply(run.case, run.store)
-    stamps = [df["event_timestamp"] for df in tables.values()] + ([profile] if profile is not None else [])
+    stamps = [df["event_timestamp"] for df in tables.values() if len(df)] + ([profile] if profile is not None else [])
     start = min(s.min() for s in stamps).floor("D") - pd.Timedelta(days=1)
     end = max(s.max() for s in stamps).ceil("D") + pd.Timedelta(days=1)
     t0 = time.perf_counter()

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.core.case import Run
-from pipelines.core.features import count_snapshots, rate_snapshots, smoothed_rate
+from pipelines.core.features import count_snapshots, rate_snapshots, smoothed_rate, unix_seconds
 from pipelines.world.event import SLOTS, slot_of
 
 SERVICE = "event_recommendation_v1"
@@ -72,11 +72,6 @@ def event_profile_table(events: pd.DataFrame) -> pd.DataFrame:
         "venue_lat": events["venue_lat"], "venue_lon": events["venue_lon"],
         "start_s": unix_seconds(events["start_ts"]),
         "start_slot": slot_of(events["start_ts"]), "event_timestamp": events["created_ts"]})
-
-
-def unix_seconds(ts: pd.Series) -> np.ndarray:
-    """The request-time features' clock: seconds since 1970 (request sources carry numbers, not times)."""
-    return (ts - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds().to_numpy()
 
 
 def user_history_table(shown: pd.DataFrame, prior: float) -> pd.DataFrame:

@@ -43,7 +43,7 @@ class Catalog:
     @classmethod
     def of(cls, events: pd.DataFrame) -> Catalog:
         """From the ``event_profile`` feature table (its ``event_timestamp`` is the creation time)."""
-        from pipelines.event_recommendation.features import unix_seconds
+        from pipelines.core.features import unix_seconds
 
         return cls(event_id=events["event_id"].to_numpy(np.int64), host_id=events["host_id"].to_numpy(np.int64),
                    category=events["category"].to_numpy(object), lat=events["venue_lat"].to_numpy(float),

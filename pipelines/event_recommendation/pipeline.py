@@ -22,6 +22,7 @@ import pandas as pd
 
 from pipelines.core import feast
 from pipelines.core.case import Report, Run, Trained
+from pipelines.core.plots import systems_chart
 from pipelines.event_recommendation import features as feats
 
 SYSTEMS = ("model", "nearest_upcoming", "popularity", "oracle")
@@ -98,11 +99,6 @@ def ranking_metrics(test: pd.DataFrame, scores: dict[str, np.ndarray], k: int) -
 
 def evaluate(run: Run, model: Any) -> Report:
     """Ranking metrics per system, calibration of P(register), the lift over nearest upcoming."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from pipelines.core.metrics import binary_report, calibration_table
 
     k = run.params.k
@@ -127,15 +123,8 @@ def evaluate(run: Run, model: Any) -> Report:
     if "oracle" in systems:
         o = systems["oracle"]
         out["gap_to_oracle"] = {m: 1 - systems["model"][m] / o[m] for m in headline if o[m] > 0}
-    fig, ax = plt.subplots(figsize=(7, 4))
-    names = [s for s in SYSTEMS if s in systems]
-    x = np.arange(len(names))
-    for i, m in enumerate(headline):
-        ax.bar(x + (i - 1) * 0.27, [systems[n][m] for n in names], width=0.27, label=m)
-    ax.set_xticks(x, names)
-    ax.set(title=f"{run.case}: test window, {out['coverage']['test users']:,} users")
-    ax.legend()
-    rows = [{"system": n, **{m: systems[n][m] for m in headline}} for n in names]
+    fig, rows = systems_chart(systems, [s for s in SYSTEMS if s in systems], headline,
+                              f"{run.case}: test window, {out['coverage']['test users']:,} users")
     reference = _monitored(test, pred)
     return Report(out, plots={"systems": fig}, plot_data={"systems": rows}, reference=reference)
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.core.case import Run
-from pipelines.core.files import examples, ids, read_table, require, timestamps, users_from_log
+from pipelines.core.files import empty, examples, ids, read_table, require, timestamps, users_from_log
 from pipelines.harmful_content.schema import IMAGE_COLUMNS, MAX_TEXT_CHARS, REPORTS
 from pipelines.world.harmful_content import HarmfulContentWorld
 from pipelines.world.population import EPOCH, SCALES
@@ -80,9 +80,7 @@ def read_posts(path: Path) -> dict[str, pd.DataFrame]:
                        ignore_index=True)
     posts = posts[["post_id", "author_id", "created_at", "scored_at", "text", *present, *counts]]
     users = users_from_log(posts.rename(columns={"author_id": "user_id", "created_at": "event_timestamp"}))
-    reports = pd.DataFrame({c.name: pd.Series(dtype="datetime64[ns, UTC]" if c.kind == "timestamp" else
-                                              ("int64" if c.kind == "int" else object)) for c in REPORTS.columns})
-    return {"users": users, "posts": posts, "reports": reports, "labels": labels}
+    return {"users": users, "posts": posts, "reports": empty(REPORTS), "labels": labels}
 
 
 NOT_A_CLASS = (f"every column other than {', '.join(POST_COLUMNS[:4])}, img_NN and {', '.join(ENGAGEMENT)} is read "

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.core.case import Report, Run, Trained
+from pipelines.core.plots import systems_chart
 from pipelines.video_recommendation import features as feats
 from pipelines.video_recommendation.split import Cut, not_yet_uploaded, split, summary
 
@@ -201,11 +202,6 @@ def _ranking_metrics(lists: pd.DataFrame, cut: Cut, exclude: dict[int, set[int]]
 
 def evaluate(run: Run, recommender: Any) -> Report:
     """Every system's ranking metrics on the test window -> metrics, a comparison plot, the reference."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from pipelines.core.metrics import bootstrap_lift
     from pipelines.core.ranking import METRICS
 
@@ -231,15 +227,8 @@ def evaluate(run: Run, recommender: Any) -> Report:
     out["notes"] = _notes(out)
     if "oracle" in systems:
         out["gap_to_oracle"] = {m: 1 - model[m] / systems["oracle"][m] for m in headline if systems["oracle"][m] > 0}
-    fig, ax = plt.subplots(figsize=(8, 4))
-    names = [s for s in SYSTEMS if s in systems]
-    x = np.arange(len(names))
-    for i, m in enumerate((*headline, f"precision@{k}")):
-        ax.bar(x + (i - 1) * 0.27, [systems[n][m] for n in names], width=0.27, label=m)
-    ax.set_xticks(x, names, rotation=20)
-    ax.set(title=f"{run.case}: test window, {out['coverage']['test users']:,} users")
-    ax.legend()
-    rows = [{"system": n, **{m: systems[n][m] for m in headline}} for n in names]
+    fig, rows = systems_chart(systems, [s for s in SYSTEMS if s in systems], (*headline, f"precision@{k}"),
+                              f"{run.case}: test window, {out['coverage']['test users']:,} users", rows_of=headline)
     reference = _scored_impressions(recommender, cut.heldout, videos, users, fetch)
     return Report(out, plots={"systems": fig}, plot_data={"systems": rows}, reference=reference)
 

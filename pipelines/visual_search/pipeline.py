@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.core.case import Report, Run, Trained
+from pipelines.core.plots import systems_chart
 from pipelines.visual_search.images import from_png_b64
 from pipelines.visual_search.model import Embedder, VisualSearch, metadata_lookup
 from pipelines.visual_search.source import image_format
@@ -147,11 +148,6 @@ def _simulated_ctr(lists: np.ndarray, relevant: np.ndarray) -> float:
 
 def evaluate(run: Run, model: VisualSearch) -> Report:
     """Every system's nDCG, MRR, mAP, recall and precision at k with class relevance, and simulated CTR."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from pipelines.core.ranking import ranking_report
 
     k = run.params.k
@@ -176,14 +172,8 @@ def evaluate(run: Run, model: VisualSearch) -> Report:
         "lift_over_pixels": {m: model_m[m] / systems["pixels"][m] - 1 for m in headline if systems["pixels"][m] > 0},
         "gap_to_supervised": {m: 1 - model_m[m] / ref[m] for m in headline if ref[m] > 0},
         "coverage": {"queries": len(queries), "catalog images": len(catalog), "index": len(model.index)}}
-    fig, ax = plt.subplots(figsize=(8, 4))
-    x = np.arange(len(SYSTEMS))
-    for i, m in enumerate(headline[:3]):
-        ax.bar(x + (i - 1) * 0.27, [systems[n][m] for n in SYSTEMS], width=0.27, label=m)
-    ax.set_xticks(x, SYSTEMS)
-    ax.set(title=f"{run.case}: {len(queries):,} held-out query images, class relevance")
-    ax.legend()
-    rows = [{"system": n, **{m: systems[n][m] for m in headline}} for n in SYSTEMS]
+    fig, rows = systems_chart(systems, SYSTEMS, headline[:3],
+                              f"{run.case}: {len(queries):,} held-out query images, class relevance", rows_of=headline)
     return Report(out, plots={"systems": fig}, plot_data={"systems": rows},
                   reference=scored_queries(run, model, queries))
 

@@ -169,11 +169,6 @@ class EventWorld(World):
                 "friendships": self.social.between(None if start_day == 0 else start, end),
                 "events": ev.reset_index(drop=True), "invitations": inv, "impressions": imp}
 
-    def public_users(self) -> pd.DataFrame:
-        from pipelines.world.population import public_users
-
-        return public_users(self.population)
-
     def _simulate(self, ev: _Events, end_day: int, drift_from: int, drift: float) -> dict[str, pd.DataFrame]:
         rng = np.random.default_rng([self.seed, 203, end_day, drift_from, round(drift * 1000)])
         pop, homes, lat = self.population, self.homes, self._latent

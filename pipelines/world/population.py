@@ -127,3 +127,7 @@ class World:
         from pipelines.world.social import SocialGraph
 
         return SocialGraph(self.population, self.homes, self.seed, horizon_days=self.scale.days + 28)
+
+    def public_users(self) -> pd.DataFrame:
+        """The population's user table as a platform logs it (cases with the shared social graph)."""
+        return public_users(self.population)

@@ -145,14 +145,14 @@ class SocialGraph:
         return {"school": _Pools(h.school), "workplace": _Pools(h.workplace), "city_age": _Pools(self._age_key)}
 
     @cached_property
-    def _signup_day(self) -> np.ndarray:
+    def signup_day(self) -> np.ndarray:
         return ((self.pop.users["signup_ts"] - EPOCH).dt.total_seconds() / 86_400).to_numpy()
 
-    def _initiation_rate(self) -> np.ndarray:
+    def initiation_rate(self) -> np.ndarray:
         activity = self.pop.users["activity"].to_numpy()
         return np.sqrt(activity / activity.mean())
 
-    def _partners(self, u: np.ndarray, adj: sparse.csr_matrix, rng: np.random.Generator, alive: np.ndarray
+    def partners(self, u: np.ndarray, adj: sparse.csr_matrix, rng: np.random.Generator, alive: np.ndarray
                   ) -> np.ndarray:
         """One partner per initiation of ``u`` by the mechanisms; -1 where none is possible."""
         mech = rng.choice(len(MECHANISMS), size=len(u), p=WEIGHTS)
@@ -180,7 +180,7 @@ class SocialGraph:
     def edges(self) -> pd.DataFrame:
         """Every friendship ``(user_id < friend_id, created_ts)``, the first time a pair connected."""
         rng = np.random.default_rng([self.seed, 102])
-        n, rate, signup = self.pop.n, self._initiation_rate(), self._signup_day
+        n, rate, signup = self.pop.n, self.initiation_rate(), self.signup_day
         src: list[np.ndarray] = []
         dst: list[np.ndarray] = []
         day: list[np.ndarray] = []
@@ -189,7 +189,7 @@ class SocialGraph:
         for r in range(PAST_ROUNDS):  # the graph before day 0, grown in rounds so closure sees earlier edges
             counts = rng.poisson(rate * alive * PAST_INITIATIONS / PAST_ROUNDS)
             u = np.repeat(np.arange(n), counts)
-            v = self._partners(u, adj, rng, alive)
+            v = self.partners(u, adj, rng, alive)
             keep = v >= 0
             u, v = u[keep], v[keep]
             lo = np.maximum(signup[u], signup[v])
@@ -202,7 +202,7 @@ class SocialGraph:
             new = (signup >= d - 7) & alive
             counts = rng.poisson(rate * alive * DAILY_INITIATIONS * np.where(new, NEW_USER_BOOST, 1.0))
             u = np.repeat(np.arange(n), counts)
-            v = self._partners(u, adj, rng, alive)
+            v = self.partners(u, adj, rng, alive)
             keep = v >= 0
             u, v = u[keep], v[keep]
             start = np.maximum(d, np.maximum(signup[u], signup[v]))
@@ -226,36 +226,34 @@ class SocialGraph:
         return _adjacency(self.pop.n, e["user_id"].to_numpy() - 1, e["friend_id"].to_numpy() - 1)
 
     def partner_probability(self, u: int, v: np.ndarray, as_of: pd.Timestamp) -> np.ndarray:
-        """P(one initiation of user index ``u`` picks each user index in ``v``), on the graph as of ``as_of``.
+        """P(one initiation of user index ``u`` picks each user index in ``v``), on the graph as of ``as_of``."""
+        v = np.asarray(v, dtype=np.int64)
+        return self.partner_probabilities(np.full(len(v), u), v, self.adjacency(as_of))
+
+    def partner_probabilities(self, u: np.ndarray, v: np.ndarray, adj: sparse.csr_matrix) -> np.ndarray:
+        """P(one initiation of user index ``u[i]`` picks ``v[i]``), per pair, on the graph ``adj``.
 
         The mechanisms' mixture, exactly: friend of friend = sum over common friends w of 1/deg(u)/deg(w);
         a group mechanism = 1/group size. Draws of oneself or of a user not yet signed up are dropped, so a
         pair's chance is this times (1 - the rare dropped share).
         """
-        adj = self.adjacency(as_of)
-        v = np.asarray(v, dtype=np.int64)
-        deg = np.asarray(adj.sum(axis=1)).ravel()
-        p = np.zeros(len(v))
-        fallback = 0.0  # weight of unavailable mechanisms: it goes to city_age, or to anyone without one
-        if deg[u] > 0:
-            friends = adj.indices[adj.indptr[u]:adj.indptr[u + 1]]
-            two_hop = adj[friends].multiply(1.0 / deg[friends][:, None]).sum(axis=0)
-            p += WEIGHTS[0] * np.asarray(two_hop).ravel()[v] / deg[u]
-        else:
-            fallback += WEIGHTS[0]
-        sizes = {name: (pools.group_size(np.array([u]))[0] if pools.key[u] >= 0 else 0)
-                 for name, pools in self._pools.items()}
+        u, v = np.asarray(u, dtype=np.int64), np.asarray(v, dtype=np.int64)
+        deg = np.diff(adj.indptr).astype(float)
+        inv = sparse.diags(np.divide(1.0, deg, out=np.zeros_like(deg), where=deg > 0))
+        two_hop = np.asarray((adj[u] @ inv).multiply(adj[v]).sum(axis=1)).ravel()
+        has_friends = deg[u] > 0
+        p = np.where(has_friends, WEIGHTS[0] * two_hop / np.maximum(deg[u], 1), 0.0)
+        fallback = np.where(has_friends, 0.0, WEIGHTS[0])  # unavailable mechanisms go to city_age (or anyone)
         for m, name in enumerate(MECHANISMS[1:3], start=1):
-            if sizes[name] > 1:
-                p += WEIGHTS[m] * (self._pools[name].key[v] == self._pools[name].key[u]) / sizes[name]
-            else:
-                fallback += WEIGHTS[m]
-        anyone = WEIGHTS[4]
+            pools = self._pools[name]
+            size = np.where(pools.key[u] >= 0, pools.group_size(u), 0)
+            p += np.where(size > 1, WEIGHTS[m] * (pools.key[v] == pools.key[u]) / np.maximum(size, 1), 0.0)
+            fallback += np.where(size > 1, 0.0, WEIGHTS[m])
         city_age = self._pools["city_age"]
-        if sizes["city_age"] > 1:
-            p += (WEIGHTS[3] + fallback) * (city_age.key[v] == city_age.key[u]) / sizes["city_age"]
-        else:
-            anyone += WEIGHTS[3] + fallback
+        size = city_age.group_size(u)
+        same = city_age.key[v] == city_age.key[u]
+        p += np.where(size > 1, (WEIGHTS[3] + fallback) * same / np.maximum(size, 1), 0.0)
+        anyone = WEIGHTS[4] + np.where(size > 1, 0.0, WEIGHTS[3] + fallback)
         return p + anyone / self.pop.n
 
 

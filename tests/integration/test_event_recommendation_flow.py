@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from pipelines import cases
+from pipelines.core.features import unix_seconds
 from pipelines.core.flowset import open_run
-from pipelines.event_recommendation.features import FEATURES, unix_seconds
+from pipelines.event_recommendation.features import FEATURES
 
 pytestmark = pytest.mark.integration
 CASE = "event_recommendation"
