@@ -18,6 +18,7 @@ CASES: dict[str, str] = {
     "event_recommendation": "pipelines.event_recommendation.case",
     "visual_search": "pipelines.visual_search.case",
     "harmful_content": "pipelines.harmful_content.case",
+    "people_you_may_know": "pipelines.people_you_may_know.case",
 }
 
 

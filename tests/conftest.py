@@ -25,7 +25,7 @@ import prefect  # noqa: E402, F401
 
 TINY = {"scale": "tiny", "seed": 3, "deploy": {"build": False}, "monitor": {"retrain_on_alarm": False}}
 """Every case's test overrides: the tiny world, no Bento build, no retrain on a drift alarm."""
-RUN_STEPS = ("ingest", "validate", "features", "train", "index", "evaluate", "deploy")
+RUN_STEPS = ("ingest", "validate", "features", "train", "index", "precompute", "evaluate", "deploy")
 
 
 def tiny_params() -> dict[str, Any]:

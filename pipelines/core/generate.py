@@ -127,8 +127,8 @@ def _deployments(spec: CaseSpec) -> list[dict[str, Any]]:
          "schedules": [{"cron": f"{m} 6 * * *", "timezone": "UTC", "active": True}],
          "tags": ["casebook", spec.name, "monitor"], **common},
         {"name": f"{slug}-retrain-weekly",
-         "description": f"Every Monday: the {spec.name} flow set up to deploy; the new model is promoted only "
-                        f"if it beats the champion on the same window on {better}.",
+         "description": f"Every Monday: the {spec.name} flow set up to deploy ({' -> '.join(spec.steps[:-1])}); "
+                        f"the new model is promoted only if it beats the champion on the same window on {better}.",
          "entrypoint": "pipelines/deployments.py:retrain", "parameters": {"case": spec.name},
          "schedules": [{"cron": f"{m} 3 * * 1", "timezone": "UTC", "active": True}],
          "tags": ["casebook", spec.name, "retrain"], **common},

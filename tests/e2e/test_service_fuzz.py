@@ -36,7 +36,7 @@ EXAMPLES = 500
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
           checks.response_schema_conformance]
 ROUTES = {"ad_click": "/rank", "video_recommendation": "/recommend", "harmful_content": "/moderate",
-          "event_recommendation": "/recommend", "visual_search": "/search"}
+          "event_recommendation": "/recommend", "visual_search": "/search", "people_you_may_know": "/recommend"}
 
 
 class Served(NamedTuple):
