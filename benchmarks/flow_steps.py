@@ -72,10 +72,13 @@ def timed_flow(case: str, scale: str) -> None:
 
     What a service benchmark runs first, so a champion of a known world serves what it measures.
     """
+    from pipelines.core.console import route_logs
+
+    log = route_logs(verbose=False)  # before Prefect starts: the tools' logs go to a file, not between rows
     from prefect.testing.utilities import prefect_test_harness
 
     home = fresh_home(scale)
-    print(f"scale: {scale}  home: {home}")
+    print(f"scale: {scale}  home: {home}  tools' logs: {log}")
     with prefect_test_harness(server_startup_timeout=120):
         wall, body, whole, rows = run_case(case, deploy=True)
     print(f"\nflow {whole:.1f} s; {rows:,} rows in the largest raw table")

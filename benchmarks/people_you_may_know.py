@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,17 +39,13 @@ WORKLOADS = ("precomputed", "fallback")
 
 def workload(store: Path, list_id: str, kind: str) -> list[dict[str, Any]]:
     """Request bodies for ``USERS`` users of one kind (see the module docstring), k = 10."""
-    with sqlite3.connect(store) as db:
-        if kind == "precomputed":
-            rows = db.execute("SELECT DISTINCT user_id FROM recommendations WHERE list_id = ? LIMIT ?",
-                              (list_id, USERS)).fetchall()
-        else:
-            rows = db.execute("SELECT f.user_id FROM friends f WHERE f.list_id = ? AND NOT EXISTS (SELECT 1 FROM "
-                              "recommendations r WHERE r.list_id = f.list_id AND r.user_id = f.user_id) "
-                              "GROUP BY f.user_id ORDER BY COUNT(*) DESC LIMIT ?", (list_id, USERS)).fetchall()
-    if not rows:
+    from pipelines.people_you_may_know.store import ListStore
+
+    table = ListStore(store)
+    users = table.users_with_list(list_id, USERS) if kind == "precomputed" else table.users_without_list(list_id, USERS)
+    if not users:
         raise SystemExit(f"no {kind} user in {store}: nothing to benchmark")
-    return [{"user_id": int(r[0]), "k": 10} for r in rows]
+    return [{"user_id": u, "k": 10} for u in users]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,7 +62,10 @@ def ids(values: pd.Series, path: Path, column: str) -> pd.Series:
         raise ValueError(f"{path}: column {column!r} must hold integer ids; {int(bad.sum())} rows do not, e.g. "
                          f"{examples(values[bad])}. Map your ids to integers first.")
     # Feast keys are int64: a larger id would wrap around silently (9223372036854775808 -> negative).
-    huge = number.notna() & ((number > INT64_MAX) | (number < -INT64_MAX))
+    if pd.api.types.is_float_dtype(number):  # a float of 2**63 - 1 is 2**63 already: compare as floats
+        huge = number.notna() & (number.abs() >= 2.0**63)
+    else:
+        huge = number.notna() & ((number > INT64_MAX) | (number < -INT64_MAX))
     if huge.any():
         raise ValueError(f"{path}: column {column!r} has {int(huge.sum())} ids beyond the 64-bit range "
                          f"(|id| > {INT64_MAX}), e.g. {examples(values[huge])}. Map your ids to smaller integers.")

@@ -81,7 +81,7 @@ def node_matrix(snap: Snapshot) -> np.ndarray:
     age = pd.to_numeric(n["age"], errors="coerce").to_numpy(float)
     days = np.maximum((snap.as_of.timestamp() - n["signup_s"].to_numpy(float)) / 86_400, 0)
     gender = n["gender"].astype(str).to_numpy()
-    return np.column_stack([np.log1p(snap.degree), np.log1p(n["requests_sent"].fillna(0).to_numpy(float)),
+    return np.column_stack([np.log1p(n["degree"].to_numpy(float)), np.log1p(n["requests_sent"].to_numpy(float)),
                             np.log1p(days), np.nan_to_num(age, nan=30.0), ~np.isnan(age),
                             gender == "f", gender == "m", n["school_id"].to_numpy() >= 0,
                             n["workplace_id"].to_numpy() >= 0]).astype(np.float32)
@@ -90,7 +90,7 @@ def node_matrix(snap: Snapshot) -> np.ndarray:
 def candidates(snap: Snapshot, who: np.ndarray, cap: int) -> pd.DataFrame:
     """Per user position in ``who``: friends of friends and same school/workplace, not friends, not blocked.
 
-    At most ``cap`` per user, those with the most mutual friends first (then same school, workplace).
+    At most ``cap`` per user, those with the most mutual friends first (ties: the lower position).
     Columns ``u``, ``v`` (positions) and ``mutual_friends``.
     """
     who = np.unique(np.asarray(who, np.int64))

@@ -74,7 +74,7 @@ class LinkModel:
     nodes: Standardizer
     pairs: Standardizer
     as_of: pd.Timestamp
-    """The end of the data it was trained on (its train snapshot + label window)."""
+    """The end of the data of its run (lineage; the service's lists say their own snapshot)."""
     list_id: str | None = None
     """The precomputed lists the batch step wrote for this model (the service reads them)."""
     history: list[dict[str, float]] = field(default_factory=list)

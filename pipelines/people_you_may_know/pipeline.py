@@ -28,6 +28,7 @@ from pipelines.people_you_may_know import graph
 from pipelines.people_you_may_know.features import NODE_GROUPS, NODE_NUMERIC, SERVICE
 from pipelines.people_you_may_know.graph import Snapshot
 from pipelines.people_you_may_know.model import LinkModel, TrainingSet
+from pipelines.people_you_may_know.source import EDGE_COUNTS
 from pipelines.people_you_may_know.store import ListStore
 
 SYSTEMS = ("model", "adamic_adar", "mutual_friends", "oracle")
@@ -81,13 +82,17 @@ def snapshots(run: Run, times: list[pd.Timestamp], friendships: pd.DataFrame, re
     """The snapshot at each time: its users' node features from Feast as of then (one point-in-time
     read for all of them), the graph of the friendships formed before it."""
     users = run.validated("users")
-    members = [_members(users, friendships, t) for t in times]
-    rows = pd.concat([pd.DataFrame({"user_id": ids, "event_timestamp": t}) for ids, t in zip(members, times,
-                                                                                             strict=True)])
+    members = {t: ids for t in times if len(ids := _members(users, friendships, t))}
+    if len(members) < len(times):
+        raise ValueError(f"no user is on the platform before {min(set(times) - set(members))}: the data start "
+                         f"too late for these snapshots; lower split.train_snapshots or split.label_days")
+    rows = pd.concat([pd.DataFrame({"user_id": ids, "event_timestamp": t}) for t, ids in members.items()])
     nodes = feast.historical(run.store, rows.reset_index(drop=True), SERVICE)
+    at = np.repeat(np.arange(len(times)), [len(members[t]) for t in times])  # historical keeps the row order
     out = []
-    for t, (_, frame) in zip(times, nodes.groupby("event_timestamp", sort=False), strict=True):
-        frame = frame.sort_values("user_id").reset_index(drop=True)[["user_id", "gender", *NODE_NUMERIC, *NODE_GROUPS]]
+    for i, t in enumerate(times):
+        frame = nodes[at == i].sort_values("user_id").reset_index(drop=True)
+        frame = frame[["user_id", "gender", *NODE_NUMERIC, *NODE_GROUPS]]
         out.append(graph.make_snapshot(friendships, node_frame(frame, t), t, requests))
     return out
 
@@ -160,7 +165,7 @@ def train(run: Run) -> Trained:
                         "train_positives": int(sum(t.y.sum() for t in sets))},
                "training": model.history[-1] if model.history else {},
                "params": p.model_dump(mode="json")}
-    counts = run.work("edges_file.json")
+    counts = run.work(EDGE_COUNTS)
     if run.world.source == "file" and counts.exists():
         from pipelines.core.io import read_json
 
@@ -204,11 +209,13 @@ def evaluate(run: Run, model: LinkModel) -> Report:
     relevant = {int(u): g.tolist() for u, g in formed.groupby("u")["v"]}
     scores = _scores(run, model, snap, pairs, p.split.label_days)
     systems: dict[str, dict[str, float]] = {}
+    both = 0 < y.sum() < len(y)  # a graph whose new friends are all outside the candidates has no AUC
     for name, s in scores.items():
         lists = _lists(pairs, s, max(p.k, 50))
         top = ranking_report(lists, relevant, p.k)
         hits = sum(len(set(lists.get(u, [])[:50]) & set(r)) for u, r in relevant.items())
-        systems[name] = {"roc_auc": float(roc_auc_score(y, s)), "pr_auc": float(average_precision_score(y, s)),
+        systems[name] = {"roc_auc": float(roc_auc_score(y, s)) if both else float("nan"),
+                         "pr_auc": float(average_precision_score(y, s)) if both else float("nan"),
                          f"map@{p.k}": top["map@k"], f"ndcg@{p.k}": top["ndcg@k"], f"recall@{p.k}": top["recall@k"],
                          "hits@50": hits / sum(len(r) for r in relevant.values()), "users": int(top["users"])}
     k = p.k
@@ -305,10 +312,21 @@ def precompute(run: Run, model: LinkModel) -> dict[str, Any]:
                           "mutual_friends": top["mutual_friends"].to_numpy()})
     model.list_id = uuid.uuid4().hex
     ListStore(run.work(STORE)).write(model.list_id, end, lists, fr[fr["created_ts"] < end], snap.blocked,
-                                     p.precompute.keep_lists)
+                                     p.precompute.keep_lists, protect=_champion_list(run))
     return {"list_id": model.list_id, "as_of": str(end), "active_users": len(active),
             "users_with_list": int(lists["user_id"].nunique()), "rows": len(lists),
             "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _champion_list(run: Run) -> frozenset[str]:
+    """The list the serving champion reads: never pruned, however many challengers come after it."""
+    from pipelines.core import registry
+
+    try:
+        _, champion = registry.load_champion(run.case)
+    except (LookupError, RuntimeError):  # none yet, or gone from the store
+        return frozenset()
+    return frozenset({champion.list_id}) if getattr(champion, "list_id", None) else frozenset()
 
 
 def smoke_test(run: Run, url: str) -> dict[str, Any]:
@@ -321,10 +339,11 @@ def smoke_test(run: Run, url: str) -> dict[str, Any]:
     model: LinkModel = load(read_json(run.work("challenger.json"))["challenger"])
     store = ListStore(run.work(STORE))
     out: dict[str, Any] = {}
-    users = {"known": store.active_user(model.list_id), "cold_start": store.inactive_user(model.list_id)}
-    for name, user in users.items():
-        if user is None:
+    users = {"known": store.users_with_list(model.list_id, 1), "cold_start": store.users_without_list(model.list_id, 1)}
+    for name, found in users.items():
+        if not found:
             raise RuntimeError(f"the precomputed list {model.list_id} has no {name} user to ask for")
+        user = found[0]
         k = min(5, run.params.serving.max_k)
         r = httpx.post(f"{url}/recommend", json={"user_id": user, "k": k}, timeout=30)
         r.raise_for_status()

@@ -86,13 +86,16 @@ def _with_nodes(users: pd.DataFrame, groups: pd.DataFrame, path: Path) -> tuple[
     if unknown:
         raise ValueError(f"nodes file {path} has unknown column(s) {', '.join(unknown)}; it may have user_id and "
                          f"{', '.join(NODE_COLUMNS)}")
+    if nodes["user_id"].isna().any():
+        raise ValueError(f"nodes file {path}: {int(nodes['user_id'].isna().sum())} rows have no user_id; every row "
+                         f"describes one user")
     nodes = nodes.assign(user_id=ids(nodes["user_id"], path, "user_id"))
     if nodes["user_id"].duplicated().any():
         raise ValueError(f"nodes file {path}: user_id repeats ({int(nodes['user_id'].duplicated().sum())} rows); "
                          f"give one row per user")
     attrs = users[["user_id"]].merge(nodes, on="user_id", how="left")
     if "age" in nodes:
-        users = users.assign(age=ids(attrs["age"], path, "age").astype("Int64").to_numpy())
+        users = users.assign(age=ids(attrs["age"], path, "age").astype("Int64").array)
     for column in ("gender", "country"):
         if column in nodes:
             users[column] = attrs[column].fillna("u" if column == "gender" else UNKNOWN).astype(str).to_numpy()

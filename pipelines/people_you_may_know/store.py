@@ -3,7 +3,7 @@
 The batch step writes one *list* per model (``list_id``): the top k per active user, and the friendships
 and blocked pairs of the snapshot it scored, so the service's on-demand fallback (friends of friends +
 Adamic-Adar) sees the same graph. A write is one transaction: a reader sees a list whole or not at all.
-The newest ``keep`` lists stay (a champion and the challengers after it); older ones are dropped.
+The newest ``keep`` lists stay, and the serving champion's always (``protect``); older ones are dropped.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+CHUNK = 900
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS lists (list_id TEXT PRIMARY KEY, created_s REAL, as_of TEXT, users INTEGER);
@@ -44,7 +46,7 @@ class ListStore:
             db.close()
 
     def write(self, list_id: str, as_of: pd.Timestamp, lists: pd.DataFrame, friendships: pd.DataFrame,
-              blocked: frozenset[tuple[int, int]], keep: int) -> None:
+              blocked: frozenset[tuple[int, int]], keep: int, protect: frozenset[str] = frozenset()) -> None:
         """One list (columns user_id, rank, candidate_id, score, mutual_friends) and its graph, atomically."""
         both = pd.concat([friendships[["user_id", "friend_id"]],
                           friendships.rename(columns={"user_id": "friend_id", "friend_id": "user_id"})[
@@ -62,7 +64,7 @@ class ListStore:
                            ((list_id, int(a), int(b)) for a, b in np.r_[pairs, pairs[:, ::-1]]))
             old = [r[0] for r in db.execute("SELECT list_id FROM lists ORDER BY created_s DESC LIMIT -1 OFFSET ?",
                                             (keep,))]
-            for stale in old:
+            for stale in set(old) - protect:
                 for table in ("recommendations", "friends", "blocked", "lists"):
                     db.execute(f"DELETE FROM {table} WHERE list_id = ?", (stale,))
 
@@ -77,28 +79,33 @@ class ListStore:
                               "AND user_id = ? ORDER BY rank", (list_id, user_id)).fetchall()
 
     def friends(self, list_id: str, users: list[int]) -> list[tuple[int, int]]:
-        """Every (user, friend) edge of the given users in the list's snapshot."""
-        if not users:
-            return []
-        marks = ",".join("?" * len(users))
+        """Every (user, friend) edge of the given users in the list's snapshot.
+
+        Read in chunks of ``CHUNK`` ids: SQLite caps the number of bound parameters of one statement.
+        """
+        out: list[tuple[int, int]] = []
         with self._db() as db:
-            return db.execute(f"SELECT user_id, friend_id FROM friends WHERE list_id = ? AND user_id IN ({marks})",
-                              (list_id, *users)).fetchall()
+            for i in range(0, len(users), CHUNK):
+                part = users[i:i + CHUNK]
+                marks = ",".join("?" * len(part))
+                out += db.execute(f"SELECT user_id, friend_id FROM friends WHERE list_id = ? AND user_id IN ({marks})",
+                                  (list_id, *part)).fetchall()
+        return out
 
     def blocked(self, list_id: str, user_id: int) -> set[int]:
         with self._db() as db:
             return {r[0] for r in db.execute("SELECT other_id FROM blocked WHERE list_id = ? AND user_id = ?",
                                              (list_id, user_id))}
 
-    def inactive_user(self, list_id: str) -> int | None:
-        """A user with friends in the snapshot but no precomputed list (the fallback's case), if any."""
+    def users_without_list(self, list_id: str, limit: int) -> list[int]:
+        """Users with friends in the snapshot but no precomputed list (the fallback's), most friends first."""
         with self._db() as db:
-            row = db.execute("SELECT f.user_id FROM friends f WHERE f.list_id = ? AND NOT EXISTS (SELECT 1 FROM "
-                             "recommendations r WHERE r.list_id = f.list_id AND r.user_id = f.user_id) "
-                             "GROUP BY f.user_id ORDER BY COUNT(*) DESC LIMIT 1", (list_id,)).fetchone()
-            return None if row is None else int(row[0])
+            return [int(r[0]) for r in db.execute(
+                "SELECT f.user_id FROM friends f WHERE f.list_id = ? AND NOT EXISTS (SELECT 1 FROM recommendations r "
+                "WHERE r.list_id = f.list_id AND r.user_id = f.user_id) GROUP BY f.user_id ORDER BY COUNT(*) DESC "
+                "LIMIT ?", (list_id, limit))]
 
-    def active_user(self, list_id: str) -> int | None:
+    def users_with_list(self, list_id: str, limit: int) -> list[int]:
         with self._db() as db:
-            row = db.execute("SELECT user_id FROM recommendations WHERE list_id = ? LIMIT 1", (list_id,)).fetchone()
-            return None if row is None else int(row[0])
+            return [int(r[0]) for r in db.execute(
+                "SELECT DISTINCT user_id FROM recommendations WHERE list_id = ? LIMIT ?", (list_id, limit))]

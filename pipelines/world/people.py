@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.world.population import EPOCH, World
-from pipelines.world.social import DAILY_INITIATIONS, NEW_USER_BOOST
+from pipelines.world.social import DAILY_INITIATIONS, NEW_USER_BOOST, NEW_USER_DAYS
 
 UNACCEPTED_SHARE = 0.4
 """Requests never accepted, per accepted one."""
@@ -85,8 +85,13 @@ class PeopleWorld(World):
         other = pd.DataFrame({"event_timestamp": EPOCH + pd.to_timedelta(np.round(day * 86_400), unit="s"),
                               "sender_id": senders + 1, "recipient_id": partners + 1,
                               "status": np.where(rng.random(len(senders)) < BLOCKED_SHARE, "blocked", "ignored")})
-        out = pd.concat([accepted, other], ignore_index=True).sort_values("event_timestamp", kind="stable")
-        out = out.drop_duplicates(["sender_id", "recipient_id"], keep="first").reset_index(drop=True)
+        ever = pd.MultiIndex.from_frame(self.social.between(None, EPOCH + pd.Timedelta(days=start_day + n_days))[
+            ["user_id", "friend_id"]])
+        pair = pd.MultiIndex.from_arrays([np.minimum(other["sender_id"], other["recipient_id"]),
+                                          np.maximum(other["sender_id"], other["recipient_id"])])
+        other = other[~pair.isin(ever) & ~pair.isin(pd.MultiIndex.from_frame(acc[["user_id", "friend_id"]]))]
+        out = pd.concat([accepted, other.drop_duplicates(["sender_id", "recipient_id"])], ignore_index=True)
+        out = out.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
         out.insert(0, "request_id", (start_day * 10**9 + np.arange(len(out))).astype(np.int64))
         return out
 
@@ -108,7 +113,9 @@ class PeopleWorld(World):
         day = start_day + n_days * rng.random(len(a))
         burst = pd.DataFrame({"user_id": np.minimum(a, b) + 1, "friend_id": np.maximum(a, b) + 1,
                               "created_ts": EPOCH + pd.to_timedelta(np.round(day * 86_400), unit="s")})
-        old = pd.MultiIndex.from_frame(edges[["user_id", "friend_id"]])
+        # never an existing friendship again (its first date is the one that counts)
+        old = pd.MultiIndex.from_frame(self.social.between(None, EPOCH + pd.Timedelta(days=start_day + n_days))[
+            ["user_id", "friend_id"]])
         burst = burst[~pd.MultiIndex.from_frame(burst[["user_id", "friend_id"]]).isin(old)]
         return moved, burst
 
@@ -121,7 +128,8 @@ class PeopleWorld(World):
         adj = self.social.adjacency(as_of)
         i, j = np.asarray(u, np.int64) - 1, np.asarray(v, np.int64) - 1
         day = (as_of - EPOCH).total_seconds() / 86_400
-        boost = np.where(self.social.signup_day >= day - 7, NEW_USER_BOOST, 1.0) * self._rates
+        boosted = np.clip(self.social.signup_day + NEW_USER_DAYS - day, 0, days)  # days of the window still new
+        boost = (1 + (NEW_USER_BOOST - 1) * boosted / days) * self._rates
         hazard = DAILY_INITIATIONS * (boost[i] * self.social.partner_probabilities(i, j, adj)
                                       + boost[j] * self.social.partner_probabilities(j, i, adj))
         return 1.0 - np.exp(-days * hazard)

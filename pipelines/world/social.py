@@ -61,6 +61,7 @@ PAST_INITIATIONS = 8.0
 """Mean initiations per user before day 0 (an average user ends near 2x this many friends)."""
 DAILY_INITIATIONS = 0.04
 NEW_USER_BOOST = 8.0
+NEW_USER_DAYS = 7
 """A user in their first week initiates this many times faster: new users find their friends quickly."""
 CITY_AGE_YEARS = 4
 
@@ -199,7 +200,7 @@ class SocialGraph:
             adj = _adjacency(n, np.concatenate(src), np.concatenate(dst))
         for d in range(self.horizon_days):
             alive = signup < d + 1
-            new = (signup >= d - 7) & alive
+            new = (signup >= d - NEW_USER_DAYS) & alive
             counts = rng.poisson(rate * alive * DAILY_INITIATIONS * np.where(new, NEW_USER_BOOST, 1.0))
             u = np.repeat(np.arange(n), counts)
             v = self.partners(u, adj, rng, alive)

@@ -41,7 +41,7 @@ def post(url: str, body: Any) -> httpx.Response:
 def test_an_active_user_gets_the_precomputed_list_and_an_inactive_one_the_fallback(
         url: str, store: tuple[ListStore, str]) -> None:
     table, list_id = store
-    active, inactive = table.active_user(list_id), table.inactive_user(list_id)
+    active, inactive = table.users_with_list(list_id, 1)[0], table.users_without_list(list_id, 1)[0]
     r = post(url, {"user_id": active, "k": 5})
     assert r.status_code == 200, r.text
     body = r.json()
