@@ -71,6 +71,7 @@ class Precompute(Params):
 
 class Serving(ServingParams):
     max_k: int = Field(50, ge=1, le=500)
+    max_request_friends: int = Field(5_000, ge=0, le=100_000, description="friends a request may name")
 
 
 class PeopleParams(CaseParams):

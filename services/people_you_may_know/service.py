@@ -2,9 +2,11 @@
 
 ``POST /recommend`` answers ``{user_id, k}`` from the serving table the batch step wrote for the served
 model (``source: "precomputed"``). A user without a list there (new, or inactive when it ran) gets friends
-of friends ranked by Adamic-Adar on the same snapshot's graph (``source: "on_demand"``); a user the graph
-does not know gets an empty list (``source: "none"``). Never the user, an existing friend or a blocked
-pair. ``GET /readyz`` answers with the model tag once loaded.
+of friends ranked by Adamic-Adar on the same snapshot's graph (``source: "on_demand"``). The request may
+name the user's friends now (``friends``): what the platform knows at request time and the snapshot does
+not, such as a new user's first friends; they join the user's friends of the snapshot, so a new user is
+answered from theirs. A user with no friend known either way gets an empty list (``source: "none"``).
+Never the user, a friend or a blocked pair. ``GET /readyz`` answers with the model tag once loaded.
 
 Run by hand from the repository root::
 
@@ -37,6 +39,10 @@ class RecommendRequest(BaseModel):
 
     user_id: EntityId = Field(description="The user to suggest people to.")
     k: int = Field(default=SERVING.default_k, ge=1, le=SERVING.max_k, description="People to return.")
+    friends: list[EntityId] = Field(default_factory=list, max_length=SERVING.max_request_friends,
+                                    description="The user's friends now, if the platform knows ones the batch "
+                                                "snapshot does not (a new user's first friends): never suggested, "
+                                                "and the fallback ranks their friends.")
 
 
 class Person(BaseModel):
@@ -67,19 +73,19 @@ class Recommender(ChampionHandler):
                                   f"run `casebook run {SPEC.name} --step precompute`")
         return self._store
 
-    def recommend(self, user_id: int, k: int) -> RecommendResponse:
+    def recommend(self, user_id: int, k: int, friends: list[int] | None = None) -> RecommendResponse:
         list_id = self.model.list_id
         blocked = self.store.blocked(list_id, user_id)
+        mine = self.store.friends(list_id, [user_id]) + [(user_id, f) for f in friends or () if f != user_id]
+        known = {f for _, f in mine}
         rows = self.store.recommendations(list_id, user_id)
         if rows:
-            friends = {f for _, f in self.store.friends(list_id, [user_id])}
-            keep = [r for r in rows if r[0] not in friends and r[0] not in blocked and r[0] != user_id][:k]
+            keep = [r for r in rows if r[0] not in known and r[0] not in blocked and r[0] != user_id][:k]
             people = [Person(user_id=c, rank=i + 1, score=s, mutual_friends=m) for i, (c, s, m) in enumerate(keep)]
             return RecommendResponse(model_tag=self.tag, source="precomputed", people=people)
-        mine = self.store.friends(list_id, [user_id])
         if not mine:
             return RecommendResponse(model_tag=self.tag, source="none", people=[])
-        edges = mine + self.store.friends(list_id, sorted({f for _, f in mine}))
+        edges = mine + self.store.friends(list_id, sorted(known))
         ranked = friends_of_friends(edges, user_id, blocked, k)
         people = [Person(user_id=c, rank=i + 1, score=s, mutual_friends=m) for i, (c, s, m) in enumerate(ranked)]
         return RecommendResponse(model_tag=self.tag, source="on_demand", people=people)

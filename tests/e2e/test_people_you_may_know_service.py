@@ -57,6 +57,20 @@ def test_an_active_user_gets_the_precomputed_list_and_an_inactive_one_the_fallba
     assert scores == sorted(scores, reverse=True)  # Adamic-Adar, best first
 
 
+def test_a_new_user_is_answered_from_the_friends_the_request_names(url: str, store: tuple[ListStore, str]) -> None:
+    table, list_id = store
+    friends = table.users_with_list(list_id, 3)
+    r = post(url, {"user_id": 2**40, "k": 20, "friends": friends})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    got = {p["user_id"] for p in body["people"]}
+    assert body["source"] == "on_demand" and got
+    assert not got & set(friends) and 2**40 not in got
+    theirs = {f for _, f in table.friends(list_id, friends)}
+    assert got <= theirs  # friends of the named friends
+    assert all(p["mutual_friends"] >= 1 for p in body["people"])
+
+
 def test_a_user_the_graph_does_not_know_gets_an_empty_list(url: str) -> None:
     r = post(url, {"user_id": 2**40, "k": 3})
     assert r.status_code == 200 and r.json() == {**r.json(), "source": "none", "people": []}
@@ -64,7 +78,8 @@ def test_a_user_the_graph_does_not_know_gets_an_empty_list(url: str) -> None:
 
 @pytest.mark.parametrize(("body", "field"), [
     ({"user_id": "5"}, "user_id"), ({"user_id": 5, "k": 0}, "k"), ({"user_id": 5, "k": 10_000}, "k"),
-    ({"user_id": 5, "friends": [1]}, "friends"), ({}, "user_id"), ({"user_id": -3}, "user_id"),
+    ({"user_id": 5, "friend_ids": [1]}, "friend_ids"), ({}, "user_id"), ({"user_id": -3}, "user_id"),
+    ({"user_id": 5, "friends": ["1"]}, "friends"), ({"user_id": 5, "friends": [1] * 5001}, "friends"),
 ])
 def test_a_bad_request_gets_a_400_naming_the_field(url: str, body: dict[str, Any], field: str) -> None:
     r = post(url, body)
