@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import sparse
 
 from pipelines.core.files import UNKNOWN
+from pipelines.world.social import symmetric_adjacency
 
 PAIR_FEATURES = ["mutual_friends", "adamic_adar", "jaccard", "same_school",
                  "same_workplace", "same_city", "age_gap", "age_known", "log_degree_u", "log_degree_v",
@@ -46,33 +47,30 @@ class Snapshot:
 
     def index(self, user_ids: np.ndarray) -> np.ndarray:
         """Positions of user ids in this snapshot, -1 for a user it does not have."""
-        order = np.argsort(self.users)
-        pos = np.searchsorted(self.users[order], user_ids)
-        pos = np.minimum(pos, len(self.users) - 1)
-        found = self.users[order][pos] == user_ids
-        return np.where(found, order[pos], -1)
+        return _positions(self.users, user_ids)
+
+
+def _positions(users: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
+    order = np.argsort(users)
+    pos = np.minimum(np.searchsorted(users[order], user_ids), len(users) - 1)
+    return np.where(users[order][pos] == user_ids, order[pos], -1)
 
 
 def make_snapshot(friendships: pd.DataFrame, nodes: pd.DataFrame, as_of: pd.Timestamp,
                   requests: pd.DataFrame | None = None) -> Snapshot:
     """The snapshot of ``nodes`` (one row per user id, with node features as of ``as_of``)."""
     users = nodes["user_id"].to_numpy(np.int64)
-    snap = Snapshot(as_of, users, sparse.csr_matrix((len(users), len(users)), dtype=np.int8),
-                    nodes.reset_index(drop=True))
     e = friendships[friendships["created_ts"] < as_of]
-    a, b = snap.index(e["user_id"].to_numpy()), snap.index(e["friend_id"].to_numpy())
+    a, b = _positions(users, e["user_id"].to_numpy()), _positions(users, e["friend_id"].to_numpy())
     ok = (a >= 0) & (b >= 0)
-    a, b = a[ok], b[ok]
-    adj = sparse.coo_matrix((np.ones(2 * len(a), np.int8), (np.r_[a, b], np.r_[b, a])),
-                            shape=(len(users),) * 2).tocsr()
-    adj.data[:] = 1
-    snap.adj = adj
+    blocked: frozenset[tuple[int, int]] = frozenset()
     if requests is not None and len(requests):
         r = requests[(requests["status"] == "blocked") & (requests["event_timestamp"] < as_of)]
         lo = np.minimum(r["sender_id"], r["recipient_id"]).to_numpy()
         hi = np.maximum(r["sender_id"], r["recipient_id"]).to_numpy()
-        snap.blocked = frozenset(zip(lo.tolist(), hi.tolist(), strict=True))
-    return snap
+        blocked = frozenset(zip(lo.tolist(), hi.tolist(), strict=True))
+    return Snapshot(as_of, users, symmetric_adjacency(len(users), a[ok], b[ok]), nodes.reset_index(drop=True),
+                    blocked)
 
 
 def node_matrix(snap: Snapshot) -> np.ndarray:

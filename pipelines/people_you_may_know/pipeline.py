@@ -49,13 +49,18 @@ class Cut:
 
     @classmethod
     def of(cls, friendships: pd.DataFrame, label_days: float) -> Cut:
-        end = friendships["created_ts"].max().floor("D") + pd.Timedelta(days=1)
+        end = midnight_after(friendships["created_ts"])
         delta = pd.Timedelta(days=label_days)
         first = friendships["created_ts"].min()
         if end - 2 * delta <= first:
             raise ValueError(f"the friendships span {first} to {end}: too short for two label windows of "
                              f"label_days={label_days}; lower people_you_may_know.split.label_days")
         return cls(end - 2 * delta, end - delta, end)
+
+
+def midnight_after(created: pd.Series) -> pd.Timestamp:
+    """The end of a span of friendships: the midnight after the last one (snapshots sit on midnights)."""
+    return created.max().floor("D") + pd.Timedelta(days=1)
 
 
 def node_frame(nodes: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -185,10 +190,15 @@ def _scores(run: Run, model: LinkModel, snap: Snapshot, pairs: pd.DataFrame, day
     return scores
 
 
-def _lists(pairs: pd.DataFrame, score: np.ndarray, k: int) -> dict[int, list[int]]:
-    ranked = pairs[["u", "v"]].assign(s=score).sort_values(["u", "s", "v"], ascending=[True, False, True],
-                                                           kind="stable")
+def _top(pairs: pd.DataFrame, score: np.ndarray, k: int) -> pd.DataFrame:
+    """Each user's k best pairs by ``score`` (ties: the lower position), best first, with their ``rank``."""
+    ranked = pairs.assign(score=score).sort_values(["u", "score", "v"], ascending=[True, False, True], kind="stable")
     top = ranked.groupby("u", sort=False).head(k)
+    return top.assign(rank=top.groupby("u", sort=False).cumcount() + 1)
+
+
+def _lists(pairs: pd.DataFrame, score: np.ndarray, k: int) -> dict[int, list[int]]:
+    top = _top(pairs[["u", "v"]], score, k)
     return {int(u): g.tolist() for u, g in top.groupby("u", sort=False)["v"]}
 
 
@@ -267,7 +277,7 @@ def score_window(run: Run, model: LinkModel, window: dict[str, pd.DataFrame]) ->
         return pd.concat([run.validated(name), window[name]], ignore_index=True)
 
     fr = both("friendships").drop_duplicates(["user_id", "friend_id"])
-    end = window["friendships"]["created_ts"].max().floor("D") + pd.Timedelta(days=1)
+    end = midnight_after(window["friendships"]["created_ts"])
     users = both("users").drop_duplicates("user_id", keep="last")
     feature_tables = tables(fr, both("friend_requests"), both("affiliations"), users)
     snap = graph.make_snapshot(fr, local_nodes(feature_tables, users, fr, end), end, both("friend_requests"))
@@ -278,9 +288,8 @@ def score_window(run: Run, model: LinkModel, window: dict[str, pd.DataFrame]) ->
 def local_nodes(feature_tables: dict[str, pd.DataFrame], users: pd.DataFrame, friendships: pd.DataFrame,
                 as_of: pd.Timestamp) -> pd.DataFrame:
     """Each user's latest row of every feature table before ``as_of``: the point-in-time read, in pandas."""
-    ids = np.union1d(users.loc[users["signup_ts"] < as_of, "user_id"].to_numpy(np.int64),
-                     friendships.loc[friendships["created_ts"] < as_of, ["user_id", "friend_id"]].to_numpy().ravel())
-    out = pd.DataFrame({"user_id": ids}).merge(users[["user_id", "age", "gender"]], on="user_id", how="left")
+    out = pd.DataFrame({"user_id": _members(users, friendships, as_of)}).merge(
+        users[["user_id", "age", "gender"]], on="user_id", how="left")
     for frame in feature_tables.values():
         latest = frame[frame["event_timestamp"] <= as_of].sort_values("event_timestamp", kind="stable")
         latest = latest.drop_duplicates("user_id", keep="last").drop(columns="event_timestamp")
@@ -303,10 +312,7 @@ def precompute(run: Run, model: LinkModel) -> dict[str, Any]:
     who = snap.index(active)
     pairs = _pairs(snap, who[who >= 0], p.candidates.cap)
     score = model.predict(snap, pairs)
-    top = pairs[["u", "v", "mutual_friends"]].assign(score=score).sort_values(
-        ["u", "score", "v"], ascending=[True, False, True], kind="stable").groupby("u", sort=False).head(
-        p.precompute.k)
-    top = top.assign(rank=top.groupby("u", sort=False).cumcount() + 1)
+    top = _top(pairs[["u", "v", "mutual_friends"]], score, p.precompute.k)
     lists = pd.DataFrame({"user_id": snap.users[top["u"].to_numpy()], "rank": top["rank"].to_numpy(),
                           "candidate_id": snap.users[top["v"].to_numpy()], "score": top["score"].to_numpy(),
                           "mutual_friends": top["mutual_friends"].to_numpy()})

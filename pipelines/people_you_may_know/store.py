@@ -35,11 +35,14 @@ class ListStore:
         self.path = path
 
     @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def _db(self, create: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection; ``create`` (the writer) makes the file and its tables, readers run no DDL."""
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=30.0)
         try:
-            db.executescript(SCHEMA)
+            if create:
+                db.executescript(SCHEMA)
             with db:
                 yield db
         finally:
@@ -52,7 +55,7 @@ class ListStore:
                           friendships.rename(columns={"user_id": "friend_id", "friend_id": "user_id"})[
                               ["user_id", "friend_id"]]], ignore_index=True).drop_duplicates()
         pairs = np.array(sorted(blocked), dtype=np.int64).reshape(-1, 2)
-        with self._db() as db:
+        with self._db(create=True) as db:
             db.execute("INSERT INTO lists VALUES (?, ?, ?, ?)",
                        (list_id, time.time(), str(as_of), int(lists["user_id"].nunique())))
             db.executemany("INSERT INTO recommendations VALUES (?, ?, ?, ?, ?, ?)",
@@ -69,6 +72,8 @@ class ListStore:
                     db.execute(f"DELETE FROM {table} WHERE list_id = ?", (stale,))
 
     def has(self, list_id: str) -> bool:
+        if not self.path.exists():  # connecting would create an empty file
+            return False
         with self._db() as db:
             return db.execute("SELECT 1 FROM lists WHERE list_id = ?", (list_id,)).fetchone() is not None
 

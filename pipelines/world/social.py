@@ -197,7 +197,7 @@ class SocialGraph:
             # dated within the round's slice of each pair's shared time on the platform, so rounds stay ordered
             when = lo + (-lo) * (r + rng.random(len(u))) / PAST_ROUNDS
             src.append(u), dst.append(v), day.append(when)
-            adj = _adjacency(n, np.concatenate(src), np.concatenate(dst))
+            adj = symmetric_adjacency(n, np.concatenate(src), np.concatenate(dst))
         for d in range(self.horizon_days):
             alive = signup < d + 1
             new = (signup >= d - NEW_USER_DAYS) & alive
@@ -208,7 +208,7 @@ class SocialGraph:
             u, v = u[keep], v[keep]
             start = np.maximum(d, np.maximum(signup[u], signup[v]))
             src.append(u), dst.append(v), day.append(start + (d + 1 - start) * rng.random(len(u)))
-            adj = _adjacency(n, np.concatenate(src), np.concatenate(dst))
+            adj = symmetric_adjacency(n, np.concatenate(src), np.concatenate(dst))
         a, b, t = np.concatenate(src), np.concatenate(dst), np.concatenate(day)
         frame = pd.DataFrame({"user_id": np.minimum(a, b) + 1, "friend_id": np.maximum(a, b) + 1, "day": t})
         frame = frame.sort_values("day", kind="stable").drop_duplicates(["user_id", "friend_id"])
@@ -224,7 +224,7 @@ class SocialGraph:
     def adjacency(self, as_of: pd.Timestamp) -> sparse.csr_matrix:
         """Symmetric 0/1 adjacency (user index = user_id - 1) of the friendships formed before ``as_of``."""
         e = self.between(None, as_of)
-        return _adjacency(self.pop.n, e["user_id"].to_numpy() - 1, e["friend_id"].to_numpy() - 1)
+        return symmetric_adjacency(self.pop.n, e["user_id"].to_numpy() - 1, e["friend_id"].to_numpy() - 1)
 
     def partner_probability(self, u: int, v: np.ndarray, as_of: pd.Timestamp) -> np.ndarray:
         """P(one initiation of user index ``u`` picks each user index in ``v``), on the graph as of ``as_of``."""
@@ -258,7 +258,8 @@ class SocialGraph:
         return p + anyone / self.pop.n
 
 
-def _adjacency(n: int, a: np.ndarray, b: np.ndarray) -> sparse.csr_matrix:
+def symmetric_adjacency(n: int, a: np.ndarray, b: np.ndarray) -> sparse.csr_matrix:
+    """0/1 adjacency of the undirected edges (a[i], b[i]) over n nodes; every graph of the kit is built here."""
     m = sparse.coo_matrix((np.ones(2 * len(a), dtype=np.int8), (np.r_[a, b], np.r_[b, a])), shape=(n, n)).tocsr()
     m.data[:] = 1  # repeated pairs count once
     return m
