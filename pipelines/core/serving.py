@@ -11,10 +11,12 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -207,7 +209,8 @@ def build_bento(case: str, packages: Sequence[str], paths: Paths | None = None) 
     from pipelines.core.api import service_doc
 
     config = bento_build_config(case, packages, service_doc(load_service(case)))
-    digest = _code_digest(config)
+    files = _bento_files(config)
+    digest = _code_digest(config, files)
     try:
         built = bentoml.bentos.list(case)
     except bentoml.exceptions.NotFound:  # none built yet
@@ -216,17 +219,29 @@ def build_bento(case: str, packages: Sequence[str], paths: Paths | None = None) 
         if bento.info.labels.get("code") == digest:
             return str(bento.tag)
     config["labels"] = {**config["labels"], "code": digest}
-    bento = bentoml.bentos.build(**config, build_ctx=str(PROJECT_ROOT))
+    # BentoML walks every file under the build context and matches it against `include`; under the
+    # repository that is the .venv and any data (~100k files, 4-5 s). A context holding only the
+    # included files gives the same Bento in a fraction of that.
+    with tempfile.TemporaryDirectory(prefix=f"bento-{case}-") as ctx:
+        for f in files:
+            target = Path(ctx) / f.relative_to(PROJECT_ROOT)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target)
+        bento = bentoml.bentos.build(**config, build_ctx=ctx)
     return str(bento.tag)
 
 
-def _code_digest(config: dict[str, Any]) -> str:
+def _bento_files(config: dict[str, Any]) -> list[Path]:
+    """The files a Bento built from ``config`` carries: its include patterns under the repository."""
+    return sorted({p for pattern in config["include"] for p in PROJECT_ROOT.glob(pattern)
+                   if p.is_file() and "__pycache__" not in p.parts})
+
+
+def _code_digest(config: dict[str, Any], files: Sequence[Path]) -> str:
     """Hash of what a Bento would carry: the included files' bytes and the pinned packages."""
     import hashlib
 
     from pipelines.core.flowset import fingerprint
 
-    files = sorted({p for pattern in config["include"] for p in PROJECT_ROOT.glob(pattern)
-                    if p.is_file() and "__pycache__" not in p.parts})
     blob = fingerprint(files) + "|".join(config["python"]["packages"]) + config["service"]
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

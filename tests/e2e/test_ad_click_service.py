@@ -212,6 +212,11 @@ def test_bento_builds_from_the_generated_config(home: Home) -> None:
     assert "services.ad_click.service:AdClick" in (bento / "bento.yaml").read_text()
     requirements = (bento / "env" / "python" / "requirements.txt").read_text().split()
     assert f"torch=={locked_versions()['torch']}" in requirements
+    # It carries the code the service imports and nothing else of the repository (built from a staged
+    # context of the included files, not by walking the .venv).
+    src = {p.relative_to(bento / "src").parts[0] for p in (bento / "src").rglob("*") if p.is_file()}
+    assert src == {"pipelines", "services", "feature_repo", "params.yaml", "bentofile.yaml"}
+    assert (bento / "src" / "services" / "ad_click" / "service.py").is_file()
     # The same code again: the Bento is reused, not rebuilt (it carries code; the model is loaded by tag).
     assert build_bento("ad_click", cases.spec("ad_click").serving_packages) == tag
 
