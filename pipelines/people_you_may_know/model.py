@@ -44,8 +44,11 @@ def build_net(node_dim: int, pair_dim: int, hidden: int) -> Any:
             self.sage2 = nn.Linear(2 * hidden, hidden)
             self.head = nn.Sequential(nn.Linear(2 * hidden + pair_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
-        def embed(self, x: torch.Tensor, mean_adj: torch.Tensor) -> torch.Tensor:
-            h = torch.relu(self.sage1(torch.cat([x, torch.sparse.mm(mean_adj, x)], dim=1)))
+        def embed(self, x: torch.Tensor, mean_adj: torch.Tensor, mean_x: torch.Tensor | None = None
+                  ) -> torch.Tensor:
+            """Two mean-aggregator layers; ``mean_x`` (= mean_adj @ x, no parameter in it) may be given."""
+            mean_x = torch.sparse.mm(mean_adj, x) if mean_x is None else mean_x
+            h = torch.relu(self.sage1(torch.cat([x, mean_x], dim=1)))
             return self.sage2(torch.cat([h, torch.sparse.mm(mean_adj, h)], dim=1))
 
         def score(self, h: torch.Tensor, u: torch.Tensor, v: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
@@ -121,12 +124,16 @@ def fit(sets: list[TrainingSet], params: dict[str, Any], seed: int, as_of: pd.Ti
     from pipelines.core.training import EarlyStopping
 
     def tensors(t: TrainingSet) -> dict[str, Any]:
-        return {"x": torch.from_numpy(model.nodes(node_matrix(t.snap))), "adj": mean_adjacency(t.snap),
+        x, adj = torch.from_numpy(model.nodes(node_matrix(t.snap))), mean_adjacency(t.snap)
+        return {"x": x, "adj": adj, "mean_x": torch.sparse.mm(adj, x),  # the same every step: once
                 "u": torch.from_numpy(t.pairs["u"].to_numpy(np.int64)),
                 "v": torch.from_numpy(t.pairs["v"].to_numpy(np.int64)),
                 "p": torch.from_numpy(model.pairs(t.pairs[PAIR_FEATURES].to_numpy(np.float32))),
                 "y": torch.from_numpy(t.y.astype(np.float32)),
                 "train": torch.from_numpy(np.flatnonzero(~t.valid)), "valid": torch.from_numpy(np.flatnonzero(t.valid))}
+
+    def logits(d: dict[str, Any], rows: Any) -> Any:
+        return net.score(net.embed(d["x"], d["adj"], d["mean_x"]), d["u"][rows], d["v"][rows], d["p"][rows])
 
     with torch_threads(1):
         torch.manual_seed(seed)
@@ -148,15 +155,13 @@ def fit(sets: list[TrainingSet], params: dict[str, Any], seed: int, as_of: pd.Ti
             d = data[step % len(data)]
             batch = d["train"][torch.randint(len(d["train"]), (params["batch_size"],), generator=gen)]
             opt.zero_grad()
-            loss = loss_fn(net.score(net.embed(d["x"], d["adj"]), d["u"][batch], d["v"][batch], d["p"][batch]),
-                           d["y"][batch])
+            loss = loss_fn(logits(d, batch), d["y"][batch])
             loss.backward()
             opt.step()
             if step % params["eval_every"] == 0 or step == params["steps"]:
                 net.eval()
                 with torch.no_grad():
-                    s = np.concatenate([net.score(net.embed(d["x"], d["adj"]), d["u"][d["valid"]], d["v"][d["valid"]],
-                                                  d["p"][d["valid"]]).numpy() for d in data])
+                    s = np.concatenate([logits(d, d["valid"]).numpy() for d in data])
                 auc = float(roc_auc_score(y_valid, s)) if 0 < y_valid.sum() < len(y_valid) else 0.5
                 model.history.append({"step": step, "loss": float(loss.detach()), "valid_roc_auc": auc})
                 if stopper.check(auc, net):

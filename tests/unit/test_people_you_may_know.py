@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import networkx as nx
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,6 +45,21 @@ def test_no_edge_of_the_label_window_is_in_the_snapshot_graph(history: tuple[Peo
     lo, hi = np.minimum(snap.users[coo.row], snap.users[coo.col]), np.maximum(snap.users[coo.row], snap.users[coo.col])
     assert (e.loc[list(zip(lo, hi, strict=True))] < cut.test).all()  # every input edge is older than the cut
     assert snap.nodes["degree"].to_numpy().tolist() == snap.degree.tolist()  # Feast's count = the graph's
+
+
+def test_pair_heuristics_equal_networkx_on_the_snapshot(history: tuple[PeopleWorld, dict]) -> None:
+    """networkit computes Adamic-Adar for speed; networkx, the reference, must agree pair for pair."""
+    _, t = history
+    snap = _snapshot(t, Cut.of(t["friendships"], 3).end)
+    pairs = graph.candidates(snap, np.arange(len(snap.users)), cap=30)
+    feats = graph.pair_features(snap, pairs)
+    g = nx.from_scipy_sparse_array(snap.adj)
+    edges = list(zip(pairs["u"].tolist(), pairs["v"].tolist(), strict=True))
+    expected = np.array([s for _, _, s in nx.adamic_adar_index(g, edges)])
+    assert len(edges) > 1000 and (expected > 0).any()
+    np.testing.assert_allclose(feats["adamic_adar"].to_numpy(), expected, rtol=1e-12, atol=1e-12)
+    common = np.array([len(list(nx.common_neighbors(g, a, b))) for a, b in edges])
+    assert feats["mutual_friends"].to_numpy().tolist() == common.tolist()
 
 
 def test_candidates_are_never_a_friend_oneself_or_blocked(history: tuple[PeopleWorld, dict]) -> None:
