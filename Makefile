@@ -43,6 +43,11 @@ $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --no-input -r requirements.lock
 	$(BIN)/python -m pip install --no-input --no-deps -e .
+	@# Optimized bytecode for the services (they run with PYTHONOPTIMIZE=1, see pipelines/core/serving.py):
+	@# compiled once here, not by every worker at start. A few test files of torch and others are
+	@# Python 3.12 syntax and do not compile on 3.11; that is expected, so only the count is shown.
+	@$(BIN)/python -O -m compileall -q -j 0 $(VENV)/lib/python3.11/site-packages $(CURDIR)/pipelines \
+		$(CURDIR)/services 2>&1 | grep -c "^\*\*\* Error" | sed 's/^/optimized bytecode: files skipped (3.12 syntax): /' || true
 	@touch $@
 
 demo: setup

@@ -197,7 +197,8 @@ def _run(case: str, step: list[str] | None, *, scale: Scale | None = None, seed:
 
 
 def _print_report(case: str, *, scale: Scale | None = None, seed: int | None = None, source: Source | None = None,
-                  files: dict[str, Path] | None = None) -> None:
+                  files: dict[str, Path] | None = None, missing_ok: bool = False) -> bool:
+    """Print a case's last evaluation; False (and one line) for a case not run yet when ``missing_ok``."""
     from rich.console import Console
     from rich.table import Table
 
@@ -212,8 +213,11 @@ def _print_report(case: str, *, scale: Scale | None = None, seed: int | None = N
         _fail(f"{case}: {exc}")
     file = run.paths.metrics(case)
     if not file.exists():
-        _fail(f"no metrics for {case} in the world of {run.world.describe()}: run `casebook run {case}` first "
-              f"({file} is missing)")
+        missing = f"no metrics for {case} in the world of {run.world.describe()}: run `casebook run {case}` first"
+        if missing_ok:
+            Console().print(f"{missing}.", highlight=False)
+            return False
+        _fail(f"{missing} ({file} is missing)")
     metrics = json.loads(file.read_text())
     # A case with several systems (e.g. each candidate generator alone) reports them all, one row each.
     rows = metrics.get("systems") or {k: metrics[k] for k in ("baseline", "model", "oracle") if k in metrics}
@@ -242,6 +246,7 @@ def _print_report(case: str, *, scale: Scale | None = None, seed: int | None = N
     if champ and champ.get("value") is not None:
         console.print(f"on this window the champion {champ['tag']} scores {verdict['metric']} {champ['value']:.4f}, "
                       f"the challenger {verdict['challenger_value']:.4f}", highlight=False)
+    return True
 
 
 @app.command()
@@ -252,8 +257,10 @@ def report(
     source: SourceOpt = None,
 ) -> None:
     """Print the last evaluation of a world (default: params.yaml's): model vs baseline vs oracle."""
-    for name in _names(case):
-        _print_report(name, scale=scale, seed=seed, source=source)
+    shown = [_print_report(name, scale=scale, seed=seed, source=source, missing_ok=case == "all")
+             for name in _names(case)]
+    if not any(shown):  # `all` with nothing run yet
+        _fail("no case study has metrics in this world yet: run `casebook run all` (or one case) first")
 
 
 @app.command()
@@ -279,7 +286,7 @@ def serve(
     from pipelines import cases
     from pipelines.core import registry
     from pipelines.core.flowset import open_run
-    from pipelines.core.serving import service_target
+    from pipelines.core.serving import SERVICE_ENV, service_target
     from pipelines.core.settings import PROJECT_ROOT, apply_privacy_defaults
 
     apply_privacy_defaults()
@@ -297,6 +304,7 @@ def serve(
         _fail(f"{name} has no champion model in the world of {r.world.describe()}: run `casebook run {name}` first")
     os.environ["CASEBOOK_HOME"] = str(r.paths.home)  # for the server this process becomes
     os.environ["BENTOML_HOME"] = str(r.paths.models)
+    os.environ.update(SERVICE_ENV)
     os.chdir(PROJECT_ROOT)
     # The venv's bentoml, whatever PATH says: `casebook` may run without an activated venv.
     os.execv(sys.executable, [sys.executable, "-m", "bentoml", "serve", service_target(name), "--host", host,

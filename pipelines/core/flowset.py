@@ -31,6 +31,7 @@ import json
 import pickle
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -366,11 +367,16 @@ def _deploy(run: Run) -> dict[str, Any]:
                          f"{champ['tag']} ({metric.key}={champ['value']:.6g} on the same window, "
                          f"{'lower' if metric.lower_is_better else 'higher'} is better)")
     else:
-        if run.params.deploy.build:
-            out["bento"] = serving.build_bento(run.case, run.spec.serving_packages, run.paths)
-        if run.params.deploy.smoke_test:
-            with serving.running_service(run.case, paths=run.paths, model_tag=tag) as url:
-                out["smoke_test"] = run.spec.smoke_test(run, url)
+        # The Bento build (in-process file work) runs while the trial service starts (a subprocess, most
+        # of deploy's time); one worker is enough to prove the challenger on real requests.
+        with ThreadPoolExecutor(1) as pool:
+            build = (pool.submit(serving.build_bento, run.case, run.spec.serving_packages, run.paths)
+                     if run.params.deploy.build else None)
+            if run.params.deploy.smoke_test:
+                with serving.running_service(run.case, paths=run.paths, model_tag=tag, workers=1) as url:
+                    out["smoke_test"] = run.spec.smoke_test(run, url)
+            if build is not None:
+                out["bento"] = build.result()
         champ = verdict["champion"]
         against = (f"beats {champ['tag']} ({metric.key}={champ['value']:.6g}) on the same window"
                    if champ and champ.get("value") is not None else "first champion")

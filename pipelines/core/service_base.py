@@ -39,7 +39,7 @@ from pipelines.core.api import PrivateDocs, ReadyzWithTag, ValidateRequests
 from pipelines.core.case import CaseSpec
 from pipelines.core.online import OnlineReader
 from pipelines.core.params import case_params
-from pipelines.core.serving import HOST, MODEL_TAG_ENV
+from pipelines.core.serving import HOST, MODEL_TAG_ENV, WORKERS_ENV
 from pipelines.core.settings import Paths, apply_privacy_defaults
 
 
@@ -49,9 +49,13 @@ def serving_params(spec: CaseSpec, paths: Paths | None = None) -> Any:
 
 
 def service_options(spec: CaseSpec) -> dict[str, Any]:
-    """``bentoml.service`` keyword arguments: loopback, workers and timeout from ``<case>.serving``."""
+    """``bentoml.service`` keyword arguments: loopback, workers and timeout from ``<case>.serving``.
+
+    ``$CASEBOOK_SERVICE_WORKERS`` (set by ``running_service(workers=...)``) overrides the worker count.
+    """
     serving = serving_params(spec)
-    return {"name": spec.name, "http": {"host": HOST, "port": 3000}, "workers": serving.workers,
+    workers = int(os.environ.get(WORKERS_ENV) or serving.workers)
+    return {"name": spec.name, "http": {"host": HOST, "port": 3000}, "workers": workers,
             "traffic": {"timeout": serving.timeout_s}, "service_class": _CaseService}
 
 

@@ -217,6 +217,7 @@ def test_bento_builds_from_the_generated_config(home: Home) -> None:
     src = {p.relative_to(bento / "src").parts[0] for p in (bento / "src").rglob("*") if p.is_file()}
     assert src == {"pipelines", "services", "feature_repo", "params.yaml", "bentofile.yaml"}
     assert (bento / "src" / "services" / "ad_click" / "service.py").is_file()
+    assert "PYTHONOPTIMIZE" in (bento / "bento.yaml").read_text()  # it serves as running_service does
     # The same code again: the Bento is reused, not rebuilt (it carries code; the model is loaded by tag).
     assert build_bento("ad_click", cases.spec("ad_click").serving_packages) == tag
 

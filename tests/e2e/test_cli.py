@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from pipelines import cases
 from pipelines.cli import app
 
 pytestmark = pytest.mark.e2e
@@ -78,6 +79,9 @@ def test_report_all_and_list_show_every_case(ad_click_run: dict[str, Any], video
     result = runner.invoke(app, ["report", "all"])
     assert result.exit_code == 0, result.output
     assert "ad_click" in result.output and "video_recommendation" in result.output
+    # Every case is either reported or named as not run yet (which ones ran depends on the tests before)
+    for spec in cases.specs():
+        assert f"model {spec.name}:" in said(result) or f"no metrics for {spec.name}" in said(result), spec.name
     assert "the simulator at scale tiny, seed 3" in said(result)
     listed = runner.invoke(app, ["list"])
     assert listed.exit_code == 0, listed.output
