@@ -122,9 +122,9 @@ def candidates(snap: Snapshot, who: np.ndarray, cap: int) -> pd.DataFrame:
     u, v = out["u"].to_numpy(), out["v"].to_numpy()
     keep = (u != v) & (snap.adj[u, v].A1 == 0)
     if snap.blocked:
-        ids = list(zip(np.minimum(snap.users[u], snap.users[v]).tolist(),
-                       np.maximum(snap.users[u], snap.users[v]).tolist(), strict=True))
-        keep &= ~np.fromiter((p in snap.blocked for p in ids), bool, len(ids))
+        ids = pd.MultiIndex.from_arrays([np.minimum(snap.users[u], snap.users[v]),
+                                         np.maximum(snap.users[u], snap.users[v])])
+        keep &= ~ids.isin(list(snap.blocked))
     out = out[keep]
     out = out.sort_values(["u", "mutual_friends", "v"], ascending=[True, False, True], kind="stable")
     return out.groupby("u", sort=False).head(cap).reset_index(drop=True)
