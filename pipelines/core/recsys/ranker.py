@@ -15,6 +15,9 @@ import pandas as pd
 
 from pipelines.core.recsys.arrays import as_floats
 
+PREDICT_THREADS = 1
+"""LightGBM threads per predict call: a request is a few hundred rows, and each service worker is a process."""
+
 
 @dataclass
 class Ranker:
@@ -35,10 +38,12 @@ class Ranker:
     DEFAULTS: ClassVar[dict[str, Any]] = {
         "learning_rate": 0.02, "num_leaves": 15, "min_data_in_leaf": 200, "feature_fraction": 0.9,
         "bagging_fraction": 0.9, "bagging_freq": 1, "lambda_l2": 1.0, "num_boost_round": 500,
-        "early_stopping_rounds": 100, "num_threads": 1}
+        "early_stopping_rounds": 100, "num_threads": 2}
     """Slow, heavily regularised trees: ranker windows hold ~1k positives among ~100k candidate rows, and
-    on VideoWorld these beat the usual 0.05 / 31 leaves / 50 per leaf by 4-6% recall@10. One thread:
-    on the shared 2-core machine two were 3x slower."""
+    on VideoWorld these beat the usual 0.05 / 31 leaves / 50 per leaf by 4-6% recall@10. Two threads to
+    train, as the flow runs one step at a time (event's LightGBM 9.9 s -> ~6 s on 2 cores, the same
+    metrics; two were 3x slower only while a background worker shared the cores, as it no longer does);
+    one to predict, where service workers already run side by side (``PREDICT_THREADS``)."""
 
     def _matrix(self, rows: Mapping[str, Any]) -> np.ndarray:
         """The (rows, features) float matrix LightGBM reads: numbers, NaN for missing, category codes.
@@ -101,4 +106,5 @@ class Ranker:
         """
         if self.booster is None:
             raise RuntimeError("Ranker.predict called before fit")
-        return self.booster.predict(self._matrix(rows), num_iteration=self.booster.best_iteration or None)
+        return self.booster.predict(self._matrix(rows), num_iteration=self.booster.best_iteration or None,
+                                    num_threads=PREDICT_THREADS)
