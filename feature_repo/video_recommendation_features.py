@@ -21,8 +21,10 @@ def _source(name: str) -> FileSource:
                       path=data_path("video_recommendation", f"{name}.parquet"), timestamp_field="event_timestamp")
 
 
-def _engagement(prefix: str) -> list[Field]:
-    return [Field(name=f"{prefix}_impressions", dtype=Int64), Field(name=f"{prefix}_positive_rate", dtype=Float32)]
+def _engagement(prefix: str, clicks: bool = False) -> list[Field]:
+    rates = ["positive_rate", "click_rate"] if clicks else ["positive_rate"]
+    return [Field(name=f"{prefix}_impressions", dtype=Int64),
+            *(Field(name=f"{prefix}_{rate}", dtype=Float32) for rate in rates)]
 
 
 video_profile = FeatureView(
@@ -52,7 +54,7 @@ user_video_engagement = FeatureView(
     name="user_video_engagement",
     entities=[user],
     ttl=timedelta(days=60),
-    schema=_engagement("viewer"),
+    schema=_engagement("viewer", clicks=True),
     source=_source("user_video_engagement"),
     description="How many homepage videos the user saw and how often they engaged.",
 )
@@ -61,7 +63,7 @@ user_category_engagement = FeatureView(
     name="user_category_engagement",
     entities=[user, video_category],
     ttl=timedelta(days=60),
-    schema=_engagement("user_category"),
+    schema=_engagement("user_category", clicks=True),
     source=_source("user_category_engagement"),
     description="The user's history with the candidate's topic: their taste, learned from behaviour.",
 )

@@ -44,7 +44,8 @@ class Split(Params):
     kind: Literal["global", "per_user"] | None = Field(
         None, description="global: one time cut; per_user: each user's latest interactions; "
                           "null: per_user for a file, global for the simulator")
-    ranker_days: int = Field(ge=1, description="global: days of the ranker window")
+    ranker_days: int | None = Field(None, ge=1, description="global: days of the ranker window; null: half "
+                                                            "the whole days before the test")
     test_days: int = Field(ge=1, description="global: days of the test window")
     holdout_fraction: float | None = Field(None, gt=0, lt=0.5, description="per_user: each user's latest fraction "
                                                                             "held out (the ranker as much again)")
@@ -96,12 +97,17 @@ class TwoTower(Params):
     id_dropout: float = Field(ge=0, lt=1)
 
 
+class CoVisit(Params):
+    shrinkage: float = Field(ge=0, description="shared fans that make two videos look alike (cosine shrinkage)")
+
+
 class Generators(Params):
     popular: Window
     trending: Trending
     demographic_popular: DemographicPopular
     als: ALS
     two_tower: TwoTower
+    co_visit: CoVisit
 
 
 class Ann(Params):

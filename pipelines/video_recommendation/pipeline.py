@@ -19,20 +19,21 @@ from pipelines.core.plots import systems_chart
 from pipelines.video_recommendation import features as feats
 from pipelines.video_recommendation.split import Cut, not_yet_uploaded, split, summary
 
-SYSTEMS = ("popular", "trending", "demographic_popular", "als", "two_tower", "ranked", "two_stage", "oracle")
+SYSTEMS = ("popular", "trending", "demographic_popular", "als", "two_tower", "co_visit", "ranked", "two_stage",
+           "oracle")
 
 
 def _fit_generators(interactions: pd.DataFrame, videos: pd.DataFrame, users: pd.DataFrame, run: Run
                     ) -> dict[str, Any]:
     from pipelines.core.ann import HnswParams
-    from pipelines.video_recommendation.generators import ALS, DemographicPopular, Popular, Trending
+    from pipelines.video_recommendation.generators import ALS, CoVisit, DemographicPopular, Popular, Trending
     from pipelines.video_recommendation.two_tower import TwoTower, TwoTowerParams
 
     p, g = run.params, run.params.generators
     tt = TwoTowerParams(**g.two_tower.model_dump(), seed=p.seed, ann=HnswParams(**p.ann.model_dump()))
     gens = [Popular(**g.popular.model_dump()), Trending(**g.trending.model_dump()),
             DemographicPopular(**g.demographic_popular.model_dump()), ALS(**g.als.model_dump(), seed=p.seed),
-            TwoTower(tt)]
+            TwoTower(tt), CoVisit(**g.co_visit.model_dump())]
     return {gen.name: gen.fit(interactions, videos, users) for gen in gens}
 
 

@@ -27,9 +27,9 @@ from pipelines.core.recsys.ranker import Ranker
 from pipelines.core.recsys.rerank import merge_stages, rerank
 from pipelines.video_recommendation.features import RANKER_CATEGORICAL, RANKER_NUMERIC
 
-SCORED_BY = ("popular", "trending", "demographic_popular", "als", "two_tower")
+SCORED_BY = ("popular", "trending", "demographic_popular", "als", "two_tower", "co_visit")
 """Every generator scores every candidate pair, whoever proposed it: the ranker learns how far to trust each."""
-REQUEST_FEATURES = [f"{g}_score" for g in SCORED_BY] + ["video_age_days"]
+REQUEST_FEATURES = [f"{g}_{x}" for g in SCORED_BY for x in ("score", "rank")] + ["video_age_days"]
 RANKER_FEATURES = RANKER_NUMERIC + REQUEST_FEATURES + RANKER_CATEGORICAL
 Columns = dict[str, Any]
 """Column name -> one value per row (numpy array, list or Series); ``event_timestamp`` may be one scalar."""
@@ -65,10 +65,12 @@ class VideoLookup:
 
 def request_features(rows: Columns, generators: dict[str, CandidateGenerator], lookup: VideoLookup,
                      users: pd.DataFrame | None, at_ns: int | np.ndarray) -> Columns:
-    """The features known only at request time: each generator's score of the pair and the video's age."""
+    """The features known only at request time: each generator's score and rank of the pair, the video's age."""
     user, video = np.asarray(rows["user_id"], np.int64), np.asarray(rows["video_id"], np.int64)
-    out = {f"{name}_score": generators[name].score_pairs(user, video, users=users)
-           for name in SCORED_BY if name in generators}
+    out: Columns = {}
+    for name in SCORED_BY:
+        if name in generators:
+            out[f"{name}_score"], out[f"{name}_rank"] = generators[name].pair_scores(user, video, users=users)
     upload = utc_ns(lookup.attributes(video)["upload_ts"])
     out["video_age_days"] = np.where(upload == NAT, np.nan, (at_ns - upload) / 86_400e9)
     return out

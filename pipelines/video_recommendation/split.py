@@ -61,10 +61,17 @@ class Cut:
         return {"users": int(pos["user_id"].nunique()), "interactions": len(self.heldout), "positives": len(pos)}
 
 
-def windows(interactions: pd.DataFrame, ranker_days: int, test_days: int) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """(ranker window start, test window start), counted back in whole days from the end of the data."""
+def windows(interactions: pd.DataFrame, ranker_days: int | None, test_days: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """(ranker window start, test window start), counted back in whole days from the end of the data.
+
+    ``ranker_days=None`` gives the ranker half the whole days before the test: its labels grow with the
+    log (at small, 2 / 4 / 6 of the 12 days put the served nDCG@10 at -2..-1% / +1..+2% / +3% of the
+    best generator's over seeds 7, 11, 13), and the generators keep the other half to learn from.
+    """
     end = interactions["event_timestamp"].max().floor("D") + pd.Timedelta(days=1)
     test_start = end - pd.Timedelta(days=test_days)
+    if ranker_days is None:
+        ranker_days = max(1, (test_start - interactions["event_timestamp"].min().floor("D")).days // 2)
     ranker_start = test_start - pd.Timedelta(days=ranker_days)
     if interactions["event_timestamp"].min() >= ranker_start:
         raise ValueError(f"the data spans too few days for split.ranker_days={ranker_days}, "
@@ -132,8 +139,9 @@ def summary(params: Split, ranker: Cut, test: Cut) -> dict[str, Any]:
         rule = (f"each user's {held} of interactions tested, as many before them label the ranker; users with "
                 f"fewer than {params.min_history} interactions only train")
     else:
+        days = (test.clock - ranker.clock).days
         rule = (f"one time cut: the test is from {test.clock} (the last {params.test_days} days), the ranker "
-                f"learns from the {params.ranker_days} days before")
+                f"learns from the {days} days before")
     return {"kind": params.kind, "rule": rule, "test": test.describe(), "ranker": ranker.describe()}
 
 

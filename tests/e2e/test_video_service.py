@@ -17,7 +17,7 @@ from pipelines.core.settings import Paths
 
 pytestmark = pytest.mark.e2e
 CASE = "video_recommendation"
-GENERATORS = {"popular", "trending", "demographic_popular", "als", "two_tower"}
+GENERATORS = {"popular", "trending", "demographic_popular", "als", "two_tower", "co_visit"}
 
 
 @pytest.fixture(scope="module")

@@ -32,12 +32,12 @@ def test_two_stage_beats_popularity_and_every_system_is_reported(video_run: dict
     for m in (f"recall@{K}", f"ndcg@{K}"):
         assert model[m] > popular[m] * 1.1, (m, model[m], popular[m])
         assert oracle[m] > popular[m]
-    assert set(metrics["systems"]) == {"popular", "trending", "demographic_popular", "als", "two_tower", "ranked",
-                                       "two_stage", "oracle"}
+    assert set(metrics["systems"]) == {"popular", "trending", "demographic_popular", "als", "two_tower", "co_visit",
+                                       "ranked", "two_stage", "oracle"}
     for report in metrics["systems"].values():
         assert 0 <= report[f"precision@{K}"] <= 1 and 0 <= report["coverage"] <= 1
-    # Re-ranking caps each category, so the full system's lists are more diverse than popularity's.
-    assert model["diversity"] >= popular["diversity"]
+    # Re-ranking caps each category, so the served lists are more diverse than the ranker's own.
+    assert model["diversity"] > metrics["systems"]["ranked"]["diversity"]
     assert metrics["index"][f"recall@{K}"] >= 0.95
     assert (Paths.from_env().plots(CASE) / "systems.png").stat().st_size > 0
 

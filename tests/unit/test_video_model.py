@@ -15,7 +15,7 @@ from pipelines.core.ranking import ranking_report
 from pipelines.core.recsys.generators import CandidateGenerator
 from pipelines.core.recsys.ranker import Ranker
 from pipelines.core.recsys.rerank import rerank
-from pipelines.video_recommendation.generators import ALS, DemographicPopular, Popular, Trending
+from pipelines.video_recommendation.generators import ALS, CoVisit, DemographicPopular, Popular, Trending
 from pipelines.video_recommendation.two_tower import TwoTower, TwoTowerParams
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
@@ -86,7 +86,7 @@ def fitted(world: dict) -> dict[str, CandidateGenerator]:
     args = (world["train"], world["catalog"], world["users"])
     return {"popular": Popular().fit(*args), "trending": Trending().fit(*args),
             "demographic_popular": DemographicPopular().fit(*args), "als": ALS(factors=16).fit(*args),
-            "two_tower": _indexed(TwoTower(TT).fit(*args))}
+            "two_tower": _indexed(TwoTower(TT).fit(*args)), "co_visit": CoVisit().fit(*args)}
 
 
 def _indexed(tt: TwoTower) -> TwoTower:
@@ -133,6 +133,32 @@ def test_learned_generators_beat_popularity(world: dict, fitted: dict) -> None:
     popular = recall_by(fitted["popular"], world)
     for name in ("als", "two_tower", "demographic_popular"):
         assert recall_by(fitted[name], world) > 1.3 * popular, name
+
+
+def test_co_visit_beats_popularity_for_users_with_history_and_has_nothing_for_others(world: dict,
+                                                                                    fitted: dict) -> None:
+    """Co-occurrence knows a user only through their own positives: better than popularity for them,
+    silent for a user it has never seen (the ranker then reads NaN, not a made-up score)."""
+    with_history = np.array(sorted(set(world["seen"]) & set(world["test"]["user_id"].tolist())))
+    assert recall_by(fitted["co_visit"], world, with_history) > 1.3 * recall_by(fitted["popular"], world, with_history)
+    assert fitted["co_visit"].recommend(np.array([99_999]), 5, at=CUT) == {99_999: []}
+    score, rank = fitted["co_visit"].pair_scores(np.array([99_999]), np.array([1]))
+    assert np.isnan(score).all() and np.isnan(rank).all()
+
+
+def test_pair_ranks_are_each_generators_own_order(world: dict, fitted: dict) -> None:
+    """A pair's rank feature is its place in the generator's whole-catalogue list for that user (ties in
+    any order): more than the videos it scores higher, at most those it scores at least as high."""
+    users, catalog = np.array(sorted(world["seen"])[:20]), world["catalog"]["video_id"].to_numpy()
+    for name, gen in fitted.items():
+        for user, items in gen.recommend(users, 5, at=CUT, users=world["users"]).items():
+            ids = np.array([v for v, _ in items])
+            score, rank = gen.pair_scores(np.full(len(ids), user), ids, users=world["users"])
+            assert np.allclose(score, [s for _, s in items]), name
+            every = np.nan_to_num(gen.score_pairs(np.full(len(catalog), user), catalog, users=world["users"]),
+                                  nan=-np.inf)
+            for s_, r in zip(score, rank, strict=True):
+                assert (every > s_).sum() < r <= (every >= s_).sum(), name
 
 
 def test_cold_start_users_are_served_from_demographics(world: dict, fitted: dict) -> None:
@@ -286,10 +312,12 @@ def table_features(world: dict, as_lists: bool):
     users = world["users"].set_index("user_id")
     videos = world["videos"].set_index("video_id").rename(columns={"language": "video_language",
                                                                    "category": "video_category"})
-    pos = world["train"].merge(world["videos"][["video_id", "category"]])
+    pos = world["train"].merge(world["videos"][["video_id", "category"]]).assign(clicked=lambda f: f["positive"])
     stats = {"video": pos.groupby("video_id")["positive"].agg(["size", "mean"]),
-             "viewer": pos.groupby("user_id")["positive"].agg(["size", "mean"]),
-             "user_category": pos.groupby(["user_id", "category"])["positive"].agg(["size", "mean"])}
+             "viewer": pos.groupby("user_id").agg(size=("positive", "size"), mean=("positive", "mean"),
+                                                  clicks=("clicked", "mean")),
+             "user_category": pos.groupby(["user_id", "category"]).agg(
+                 size=("positive", "size"), mean=("positive", "mean"), clicks=("clicked", "mean"))}
     keys = {"video": "video_id", "viewer": "user_id", "user_category": ["user_id", "category"]}
 
     def fetch(rows: dict) -> dict:
@@ -299,6 +327,8 @@ def table_features(world: dict, as_lists: bool):
         for prefix, table in stats.items():
             got = frame.join(table, on=keys[prefix])
             out[f"{prefix}_impressions"], out[f"{prefix}_positive_rate"] = got["size"], got["mean"]
+            if "clicks" in got:
+                out[f"{prefix}_click_rate"] = got["clicks"]
         cols = RANKER_NUMERIC + RANKER_CATEGORICAL
         if as_lists:
             return {c: [None if pd.isna(v) else v for v in out[c].tolist()] for c in cols}

@@ -74,13 +74,24 @@ class CandidateGenerator:
     def score_pairs(self, user_ids: np.ndarray, video_ids: np.ndarray, users: pd.DataFrame | None = None,
                     at: pd.Timestamp | None = None) -> np.ndarray:
         """The generator's score for each (user, video) pair (NaN where it has none): a ranker feature."""
+        return self.pair_scores(user_ids, video_ids, users, at)[0]
+
+    def pair_scores(self, user_ids: np.ndarray, video_ids: np.ndarray, users: pd.DataFrame | None = None,
+                    at: pd.Timestamp | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Each (user, video) pair's score and its rank in the user's whole-catalog list (1 = the top; NaN
+        where the generator has nothing). Ranker features: a rank compares across users, where a score's
+        scale varies with how much the generator knows of the user."""
         user_ids, video_ids = np.asarray(user_ids, np.int64), np.asarray(video_ids, np.int64)
-        out = np.full(len(user_ids), np.nan)
+        score, rank = np.full(len(user_ids), np.nan), np.full(len(user_ids), np.nan)
         col, known = catalog_positions(self.video_ids, video_ids)
         uniq, row = np.unique(user_ids, return_inverse=True)
         for start in range(0, len(uniq), CHUNK):
             scores = self._score_matrix(uniq[start:start + CHUNK], users, at)
+            ranks = np.empty(scores.shape)
+            np.put_along_axis(ranks, np.argsort(-scores, axis=1, kind="stable"),
+                              np.arange(1, scores.shape[1] + 1, dtype=float)[None, :], axis=1)
             sel = known & (row >= start) & (row < start + CHUNK)
-            out[sel] = scores[row[sel] - start, col[sel]]
-        out[np.isinf(out)] = np.nan
-        return out
+            score[sel], rank[sel] = scores[row[sel] - start, col[sel]], ranks[row[sel] - start, col[sel]]
+        rank[np.isinf(score)] = np.nan
+        score[np.isinf(score)] = np.nan
+        return score, rank

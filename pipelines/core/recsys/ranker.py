@@ -92,8 +92,8 @@ class Ranker:
                                reference=reference, free_raw_data=False)
 
         dtrain = dataset(train)
-        sets, callbacks = [dtrain], []
-        if valid is not None:
+        sets, callbacks = [], []
+        if valid is not None:  # the training rows are not scored each round: AUC over them cost more than the trees
             sets.append(dataset(valid, dtrain))
             callbacks.append(lgb.early_stopping(stop, verbose=False))
         self.booster = lgb.train(cfg, dtrain, num_boost_round=rounds, valid_sets=sets, callbacks=callbacks)
