@@ -67,6 +67,18 @@ def _window_counts(pos: pd.DataFrame, video_ids: np.ndarray, start_ns: int, end_
     return np.bincount(col[ok], minlength=len(video_ids)).astype(float)
 
 
+def positive_matrix(pos: pd.DataFrame, video_ids: np.ndarray) -> tuple[np.ndarray, Any]:
+    """The users with a positive on a catalog video (sorted ids) and their users x videos CSR matrix of
+    positive counts: what the collaborative generators learn from."""
+    from scipy import sparse
+
+    col, known = catalog_positions(video_ids, pos["video_id"].to_numpy())
+    users, row = np.unique(pos["user_id"].to_numpy()[known], return_inverse=True)
+    matrix = sparse.csr_matrix((np.ones(len(row), np.float32), (row, col[known])), shape=(len(users), len(video_ids)))
+    matrix.sum_duplicates()
+    return users, matrix
+
+
 def training_end_ns(pos: pd.DataFrame) -> int:
     """The end of the training data: just after its last positive."""
     return int(utc_ns(pos["event_timestamp"]).max()) + 1
@@ -252,12 +264,7 @@ class ALS(CandidateGenerator):
         from threadpoolctl import threadpool_limits
 
         self._set_catalog(videos)
-        pos = positives(interactions)
-        col, known = catalog_positions(self.video_ids, pos["video_id"].to_numpy())
-        active, row = np.unique(pos["user_id"].to_numpy()[known], return_inverse=True)
-        matrix = sparse.csr_matrix((np.ones(len(row), np.float32), (row, col[known])),
-                                   shape=(len(active), len(self.video_ids)))
-        matrix.sum_duplicates()
+        active, matrix = positive_matrix(positives(interactions), self.video_ids)
         self.group_index: dict[tuple[int, tuple[Any, ...]], int] = {}
         self.folded: dict[tuple[int, ...], np.ndarray] = {}
         profs = profiles(users) if self.demographic_weight > 0 else {}
@@ -284,8 +291,7 @@ class ALS(CandidateGenerator):
 
     def _score_matrix(self, user_ids: np.ndarray, users: pd.DataFrame | None, at: pd.Timestamp | None
                       ) -> np.ndarray:
-        row = np.searchsorted(self.user_ids, user_ids).clip(0, max(0, len(self.user_ids) - 1))
-        known = self.user_ids[row] == user_ids
+        row, known = catalog_positions(self.user_ids, user_ids)
         factors = self.user_factors[row]
         scores = np.full((len(user_ids), len(self.video_ids)), -np.inf)
         if not known.all() and self.group_index:
@@ -316,11 +322,7 @@ class CoVisit(CandidateGenerator):
         from scipy import sparse
 
         self._set_catalog(videos)
-        pos = positives(interactions)
-        col, known = catalog_positions(self.video_ids, pos["video_id"].to_numpy())
-        self.user_ids, row = np.unique(pos["user_id"].to_numpy()[known], return_inverse=True)
-        engaged = sparse.csr_matrix((np.ones(len(row), np.float32), (row, col[known])),
-                                    shape=(len(self.user_ids), len(self.video_ids)))
+        self.user_ids, engaged = positive_matrix(positives(interactions), self.video_ids)
         engaged.data[:] = 1.0  # a user's repeats of a video count once
         fans = np.asarray(engaged.sum(axis=0)).ravel()
         both = (engaged.T @ engaged).tocoo()

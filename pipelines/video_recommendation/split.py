@@ -65,8 +65,9 @@ def windows(interactions: pd.DataFrame, ranker_days: int | None, test_days: int)
     """(ranker window start, test window start), counted back in whole days from the end of the data.
 
     ``ranker_days=None`` gives the ranker half the whole days before the test: its labels grow with the
-    log (at small, 2 / 4 / 6 of the 12 days put the served nDCG@10 at -2..-1% / +1..+2% / +3% of the
-    best generator's over seeds 7, 11, 13), and the generators keep the other half to learn from.
+    log (at small, over seeds 7, 11, 13, the served nDCG@10 went from -2..-1% of the best generator's
+    with 2 of the 12 days to +1..+2% with 4; docs/video_recommendation.md), and the generators keep the
+    other half to learn from.
     """
     end = interactions["event_timestamp"].max().floor("D") + pd.Timedelta(days=1)
     test_start = end - pd.Timedelta(days=test_days)
